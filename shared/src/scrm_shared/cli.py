@@ -1,0 +1,53 @@
+"""``scrm``: the platform's command line.
+
+Shared commands live here (``scrm token``, ``scrm schemas export``); a service adds its own
+command group through the ``scrm.cli`` entry-point group (name -> ``module:typer_app``), so this
+package never imports a service.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="SCRM event platform command line", no_args_is_help=True)
+schemas_app = typer.Typer(help="Event JSON Schemas", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+
+
+@app.command()
+def token(
+    tenant: Annotated[str, typer.Option(help="tenant id the token is for")],
+    role: Annotated[str, typer.Option(help="admin | operator | guide")],
+    staff: Annotated[str | None, typer.Option(help="WeCom userid of the guide (role guide)")] = None,
+    ttl_hours: Annotated[int, typer.Option(help="validity in hours")] = 12,
+) -> None:
+    """Print a bearer token signed with SCRM_JWT_SECRET, for local use."""
+    from scrm_shared.auth import issue_token
+    from scrm_shared.config import PlatformSettings
+
+    settings = PlatformSettings()
+    typer.echo(issue_token(settings, tenant=tenant, role=role, staff_id=staff, ttl_hours=ttl_hours))
+
+
+@schemas_app.command("export")
+def export_schemas(
+    out: Annotated[str | None, typer.Option(help="target folder (default: shared/schemas)")] = None,
+) -> None:
+    """Write the JSON Schema file of every event type."""
+    from scrm_shared.events.schema_export import export_all
+
+    for path in export_all(out):
+        typer.echo(str(path))
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group="scrm.cli"):
+        app.add_typer(ep.load(), name=ep.name)
+
+
+def main() -> None:
+    _load_plugins()
+    app()
