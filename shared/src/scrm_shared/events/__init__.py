@@ -1,0 +1,81 @@
+"""Event contracts of the SCRM platform: the envelope, every payload, parsing and keys.
+
+Producers build events with :func:`new_event` and send ``event.to_bytes()`` keyed by
+``event.key()``; consumers call :func:`parse_event` (or use ``TOPIC_EVENTS[topic]``) and get a
+typed event or an :class:`InvalidEvent` that says why. Producers outside Python validate
+against the JSON Schema files in ``shared/schemas/`` (see docs/events.md).
+"""
+
+from scrm_shared.events.contacts import FriendAdded, FriendAddedEvent, FriendDeleted, FriendDeletedEvent
+from scrm_shared.events.deadletter import (
+    DeadLetter,
+    DeadLetterEvent,
+    DeadLetterHeader,
+    ErrorKind,
+    ValidationIssue,
+)
+from scrm_shared.events.envelope import EventEnvelope, Payload, new_event
+from scrm_shared.events.messages import MessageKind, MessageSent, MessageSentEvent
+from scrm_shared.events.orders import (
+    Customer,
+    OrderChannel,
+    OrderLine,
+    OrderPlaced,
+    OrderPlacedEvent,
+    OrderRefunded,
+    OrderRefundedEvent,
+)
+from scrm_shared.events.primitives import B64, Currency, Id, Money, Quantity, Sha256Hex, TenantId, Timestamp
+from scrm_shared.events.registry import (
+    ACCEPTED_VERSIONS,
+    ALL_EVENT_CLASSES,
+    EVENT_CLASSES,
+    TOPIC_EVENTS,
+    TOPIC_TYPES,
+    Event,
+    InvalidEvent,
+    InvalidKind,
+    parse_event,
+)
+
+__all__ = [
+    "ACCEPTED_VERSIONS",
+    "ALL_EVENT_CLASSES",
+    "B64",
+    "EVENT_CLASSES",
+    "TOPIC_EVENTS",
+    "TOPIC_TYPES",
+    "Currency",
+    "Customer",
+    "DeadLetter",
+    "DeadLetterEvent",
+    "DeadLetterHeader",
+    "ErrorKind",
+    "Event",
+    "EventEnvelope",
+    "FriendAdded",
+    "FriendAddedEvent",
+    "FriendDeleted",
+    "FriendDeletedEvent",
+    "Id",
+    "InvalidEvent",
+    "InvalidKind",
+    "MessageKind",
+    "MessageSent",
+    "MessageSentEvent",
+    "Money",
+    "OrderChannel",
+    "OrderLine",
+    "OrderPlaced",
+    "OrderPlacedEvent",
+    "OrderRefunded",
+    "OrderRefundedEvent",
+    "Payload",
+    "Quantity",
+    "Sha256Hex",
+    "TenantId",
+    "Timestamp",
+    "ValidationIssue",
+    "new_event",
+    "parse_event",
+]
