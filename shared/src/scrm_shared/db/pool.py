@@ -1,11 +1,56 @@
-"""asyncpg pool factory: one pool per service, bound to the service's own schema."""
+"""asyncpg pool factory: one pool per service, bound to the service's own schema.
+
+Also the few schema-name helpers the migration runner and the outbox share: a schema name is
+the one identifier that has to appear in SQL text (DDL and ``search_path`` take no bind
+parameters), so it is validated against a strict pattern first and then quoted.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 
 import asyncpg
+
+# Lower-case, starts with a letter or underscore, fits PostgreSQL's 63-byte identifier limit.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
+
+
+def check_schema_name(schema: str) -> str:
+    """Return ``schema`` if it is a valid service schema name, else raise ``ValueError``."""
+    if not isinstance(schema, str) or SCHEMA_NAME.fullmatch(schema) is None:
+        raise ValueError(f"invalid schema name {schema!r}: expected {SCHEMA_NAME.pattern}")
+    return schema
+
+
+def quote_schema(schema: str) -> str:
+    """The schema name as a quoted SQL identifier (validated first, so quoting is exact)."""
+    return '"' + check_schema_name(schema) + '"'
+
+
+def advisory_key(purpose: str, schema: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``purpose`` within ``schema``.
+
+    Derived from sha256 so every process (and every Python version) computes the same key.
+    """
+    digest = hashlib.sha256(f"scrm:{purpose}:{check_schema_name(schema)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def create_schema_if_missing(conn: asyncpg.Connection, schema: str) -> None:
+    """Create ``schema`` unless it exists (no CREATE privilege is needed when it does)."""
+    if await conn.fetchval(_SCHEMA_EXISTS, check_schema_name(schema)):
+        return
+    try:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_schema(schema)}")
+    except asyncpg.UniqueViolationError:
+        # Two processes racing on CREATE SCHEMA IF NOT EXISTS: the loser gets a unique violation
+        # on pg_namespace, but the schema it wanted now exists.
+        pass
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -14,14 +59,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def ensure_schema(dsn: str, schema: str) -> None:
+    """Connect once to ``dsn`` and create ``schema`` if it is missing."""
+    check_schema_name(schema)
     conn = await asyncpg.connect(dsn)
     try:
-        # Identifier quoting via format('%I') keeps the schema name out of SQL text building.
-        await conn.execute(
-            "DO $$ BEGIN EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', "
-            + "$q$" + schema.replace("$", "") + "$q$"
-            + "); END $$"
-        )
+        await create_schema_if_missing(conn, schema)
     finally:
         await conn.close()
 
@@ -39,6 +81,7 @@ async def create_pool(
     ``wait_seconds`` > 0 retries while PostgreSQL is still starting (used by the local stack,
     where the database and the services start together).
     """
+    check_schema_name(schema)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     while True:

@@ -1,0 +1,31 @@
+"""Consumer-side idempotency: claim event_ids inside the transaction that applies them.
+
+A handler calls :func:`claim_new` first in its transaction; only the returned (never seen) ids
+are applied. A redelivered batch claims nothing and so changes nothing, which is what makes
+"commit offsets after the transaction" exactly-once in effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import UUID
+
+import asyncpg
+
+CLAIM_EVENTS = """
+INSERT INTO processed_events (consumer, event_id)
+SELECT $1, e FROM unnest($2::uuid[]) AS e
+ON CONFLICT DO NOTHING
+RETURNING event_id
+"""
+
+
+async def claim_new(conn: asyncpg.Connection, consumer: str, event_ids: Iterable[UUID]) -> set[UUID]:
+    """Record ``event_ids`` as processed by ``consumer``; return those not processed before."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("claim_new must run inside the transaction that applies the events")
+    ids = list(dict.fromkeys(event_ids))
+    if not ids:
+        return set()
+    rows = await conn.fetch(CLAIM_EVENTS, consumer, ids)
+    return {r["event_id"] for r in rows}
