@@ -29,7 +29,11 @@ def token(
     from scrm_shared.config import PlatformSettings
 
     settings = PlatformSettings()
-    typer.echo(issue_token(settings, tenant=tenant, role=role, staff_id=staff, ttl_hours=ttl_hours))
+    try:
+        typer.echo(issue_token(settings, tenant=tenant, role=role, staff_id=staff, ttl_hours=ttl_hours))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @schemas_app.command("export")
