@@ -79,7 +79,7 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 30.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.data_dir / "broker.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.data_dir / "broker.log", "ab")
         self._proc = subprocess.Popen(  # noqa: S603 - fixed argv of our own binary
             broker_command(self.port, self.data_dir),
             stdout=self._log,

@@ -1,0 +1,3 @@
+-- tag-svc owns the "tag" schema. The shared track (outbox, processed_events, ingest_tally)
+-- is applied before this file; the service's own tables arrive in its next numbered files.
+SELECT 1;

@@ -1,0 +1,25 @@
+"""tag-svc: tag groups and tags, rule-based tagging, live segment membership.
+
+Run the API with `tag-svc api` (port 8002, SCRM_TAG_PORT) and the worker with `tag-svc worker`;
+`make run` starts both with the rest of the platform.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scrm_shared.service import ServiceSpec
+from scrm_shared.service.cli import service_cli
+from scrm_shared.service.tally import ingest_router
+from tag_svc.config import TagSettings
+from tag_svc.stream import TOPICS, build_handler
+
+SPEC = ServiceSpec(
+    name="tag-svc",
+    schema="tag",
+    migrations=Path(__file__).resolve().parents[2] / "migrations",
+    routers=(ingest_router,),
+    description="tag groups and tags, rule-based tagging, live segment membership",
+)
+
+cli = service_cli(SPEC, TagSettings, topics=TOPICS, build_handler=build_handler)

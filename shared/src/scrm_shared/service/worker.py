@@ -1,0 +1,92 @@
+"""Worker runner: the shared batch consume loop plus the outbox relay, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from prometheus_client import start_http_server
+
+from scrm_shared import telemetry
+from scrm_shared.db.outbox import OutboxRelay
+from scrm_shared.kafka.consumer import BatchConsumer, Handler
+from scrm_shared.service.app import ServiceSpec
+from scrm_shared.service.infra import start_infra
+from scrm_shared.service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerDeps:
+    """What a service's handler builder gets: committed state goes through ``pool``."""
+
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    settings: ServiceSettings
+    service: str
+
+
+HandlerBuilder = Callable[[WorkerDeps], Handler]
+
+
+async def serve_worker(
+    spec: ServiceSpec,
+    settings: ServiceSettings,
+    *,
+    topics: Sequence[str],
+    build_handler: HandlerBuilder,
+    stop: asyncio.Event,
+    group_id: str | None = None,
+) -> None:
+    """Run the consume loop and the outbox relay until ``stop`` is set."""
+    infra = await start_infra(
+        settings, service=spec.name, schema=settings.db_schema or spec.schema, migrations=spec.migrations
+    )
+    deps = WorkerDeps(pool=infra.pool, producer=infra.producer, settings=settings, service=spec.name)
+    consumer = BatchConsumer(
+        bootstrap=settings.kafka_bootstrap,
+        group_id=group_id or spec.name,
+        topics=topics,
+        handler=build_handler(deps),
+        producer=infra.producer,
+        service=spec.name,
+    )
+    relay = OutboxRelay(infra.pool, infra.producer, service=spec.name)
+    try:
+        await consumer.start()
+        log.info("worker consuming", extra={"topics": list(topics), "group": consumer.group_id})
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(relay.run(stop))
+            tasks.create_task(consumer.run(stop))
+    finally:
+        await consumer.stop()
+        await infra.close()
+
+
+def run_worker(
+    spec: ServiceSpec,
+    settings: ServiceSettings,
+    *,
+    topics: Sequence[str],
+    build_handler: HandlerBuilder,
+) -> None:
+    """Blocking entry point of ``<service> worker``: stops cleanly on SIGINT/SIGTERM."""
+    telemetry.setup(spec.name, settings)
+    start_http_server(settings.effective_worker_metrics_port, addr=settings.host)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_worker(spec, settings, topics=topics, build_handler=build_handler, stop=stop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
