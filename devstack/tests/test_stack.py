@@ -30,7 +30,7 @@ from scrm_shared.auth import issue_token
 from scrm_shared.config import PlatformSettings
 from scrm_shared.events import OrderPlacedEvent, new_event, parse_event
 from scrm_shared.kafka.producer import create_producer
-from scrm_shared.testing.infra import free_port, port_open
+from scrm_shared.testing.infra import free_port, port_open, with_database
 from scrm_shared.testing.plugin import wait_for
 
 pytestmark = pytest.mark.integration
@@ -61,7 +61,7 @@ async def fresh_database(pg_dsn: str) -> AsyncIterator[str]:
     name = f"scrm_e2e_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(pg_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = pg_dsn.rsplit("/", 1)[0] + f"/{name}"
+    dsn = with_database(pg_dsn, name)
     try:
         yield dsn
     finally:

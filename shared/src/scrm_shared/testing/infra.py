@@ -16,6 +16,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit, urlunsplit
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointing at another database (keeps host, socket and query parameters)."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def free_port() -> int:
