@@ -12,8 +12,6 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from scrm_shared.auth import issue_token
 from scrm_shared.config import PlatformSettings
@@ -52,26 +50,25 @@ def main(
     tenant: Annotated[str, typer.Option(help="tenant of the printed token")] = "demo",
 ) -> None:
     urls = dict(item.split("=", 1) for item in services.split(","))
-    console = Console()
     ready = asyncio.run(wait_ready(urls, timeout))
-    table = Table(title="SCRM platform is ready", show_lines=False)
-    table.add_column("service")
-    table.add_column("API")
-    table.add_column("docs")
-    table.add_column("ready after")
-    for name, url in urls.items():
-        table.add_row(name, url, f"{url}/docs", f"{ready[name]:.1f}s")
-    console.print(table)
     token = issue_token(PlatformSettings(), tenant=tenant, role="operator", ttl_hours=12)
-    console.print(
-        f"Kafka broker: [bold]{bootstrap}[/bold]  (topics: friend-added, message-sent, order-placed, ...)"
-    )
-    console.print(f"Operator token for tenant '{tenant}' (12 h):")
-    console.print(token, soft_wrap=True)
-    console.print(
-        'Try: curl -H "Authorization: Bearer $TOKEN" ' + f"{next(iter(urls.values()))}/v1/ingest/stats"
-    )
-    console.print("Ctrl-C stops everything.")
+    # Plain lines: this runs under honcho, which prefixes every line and is rarely a terminal.
+    lines = ["SCRM platform is ready", ""]
+    lines += [
+        f"  {name:<13} {url}   docs: {url}/docs   (ready after {ready[name]:.1f}s)"
+        for name, url in urls.items()
+    ]
+    lines += [
+        "",
+        f"  Kafka broker  {bootstrap}   (friend-added, message-sent, order-placed, ..., dead-letter)",
+        "",
+        f"  Operator token for tenant '{tenant}' (12 h):",
+        f"  {token}",
+        "",
+        f'  Try: curl -H "Authorization: Bearer <token>" {next(iter(urls.values()))}/v1/ingest/stats',
+        "  Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)
     asyncio.run(asyncio.Event().wait())
 
 

@@ -7,8 +7,9 @@
 - a banner that waits for every ``/readyz`` and prints the URLs, the broker and an operator token;
 - with ``--demo``, a generator of realistic traffic.
 
-honcho supervises the processes: Ctrl-C or SIGTERM stops every one of them, and if one dies the
-rest are stopped too, so nothing is left running.
+honcho supervises the service processes: Ctrl-C or SIGTERM stops every one of them, and if one
+dies the rest are stopped too. The broker and PostgreSQL are started before and stopped after them
+(the broker also dies with this process if it is killed outright), so nothing is left running.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Annotated
 import typer
 from honcho.manager import Manager
 
-from scrm_shared.testing.infra import broker_command, embedded_postgres_dsn, port_open
+from scrm_shared.testing.infra import EmbeddedBroker, embedded_postgres_dsn, port_open
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def _exec(argv: list[str]) -> str:
+    # honcho runs commands through /bin/sh; exec hands the signals straight to our process.
+    return "exec " + shlex.join(argv)
+
+
 @contextlib.contextmanager
 def _database(data_dir: Path) -> Iterator[str]:
     dsn = os.environ.get("SCRM_DATABASE_URL") or os.environ.get("DATABASE_URL")
@@ -66,18 +72,30 @@ def _database(data_dir: Path) -> Iterator[str]:
         yield dsn
 
 
+@contextlib.contextmanager
+def _broker(data_dir: Path, port: int) -> Iterator[str]:
+    """The broker lives outside honcho so that it stops after the services, not with them."""
+    broker = EmbeddedBroker(data_dir / "kafka", port=port)
+    typer.echo(
+        f"starting the Kafka broker (noida-db) on {broker.bootstrap}, log: {broker.data_dir}/broker.log"
+    )
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
 def build_manager(
     *,
-    data_dir: Path,
     dsn: str,
-    kafka_port: int,
+    bootstrap: str,
     demo: bool,
     demo_rate: float,
     host: str,
     port_base: int = 8000,
 ) -> Manager:
-    """The honcho manager with every process of the local platform."""
-    bootstrap = f"127.0.0.1:{kafka_port}"
+    """The honcho manager with every service process of the local platform."""
     env = {
         **os.environ,
         "SCRM_ENV": os.environ.get("SCRM_ENV", "dev"),
@@ -88,11 +106,10 @@ def build_manager(
         "PYTHONUNBUFFERED": "1",
     }
     manager = Manager()
-    manager.add_process("kafka", shlex.join(broker_command(kafka_port, data_dir / "kafka")), env=env)
     for svc in SERVICES:
         svc_env = {**env, svc.port_env: str(svc.port(port_base))}
-        manager.add_process(f"{svc.name}-api", shlex.join([_bin(svc.name), "api"]), env=svc_env)
-        manager.add_process(f"{svc.name}-worker", shlex.join([_bin(svc.name), "worker"]), env=svc_env)
+        manager.add_process(f"{svc.name}-api", _exec([_bin(svc.name), "api"]), env=svc_env)
+        manager.add_process(f"{svc.name}-worker", _exec([_bin(svc.name), "worker"]), env=svc_env)
     urls = ",".join(f"{svc.name}=http://{host}:{svc.port(port_base)}" for svc in SERVICES)
     manager.add_process(
         "ready",
@@ -134,11 +151,10 @@ def run(
     if busy:
         typer.echo(f"ports already in use: {busy} (is another `make run` still up?)", err=True)
         raise typer.Exit(2)
-    with _database(data_dir) as dsn:
+    with _database(data_dir) as dsn, _broker(data_dir, kafka_port) as bootstrap:
         manager = build_manager(
-            data_dir=data_dir,
             dsn=dsn,
-            kafka_port=kafka_port,
+            bootstrap=bootstrap,
             demo=demo,
             demo_rate=demo_rate,
             host=host,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -46,14 +45,28 @@ def wait_port(host: str, port: int, timeout: float = 30.0) -> None:
 
 
 def noida_binary() -> str:
-    """Path of the ``noida-db`` launcher installed next to this interpreter."""
-    exe = Path(sys.executable).parent / "noida-db"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("noida-db")
-    if found is None:
-        raise RuntimeError("noida-db is not installed (it comes with scrm-shared's dependencies)")
-    return found
+    """Path of the broker binary shipped inside the ``noida-db`` wheel.
+
+    Run directly (not through the wheel's Python launcher) so that signals reach the broker itself.
+    """
+    import noida_db
+
+    binary = Path(noida_db.__file__).parent / "noida-db"
+    if not binary.is_file():
+        raise RuntimeError(f"noida-db binary not found at {binary}")
+    if not os.access(binary, os.X_OK):
+        binary.chmod(0o755)
+    return str(binary)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux), so no broker outlives
+    a test run or a dev stack that was killed without cleaning up."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def broker_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
@@ -92,6 +105,7 @@ class EmbeddedBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # tiny and async-signal-safe: prctl only
         )
         try:
             wait_port("127.0.0.1", self.port, timeout)
