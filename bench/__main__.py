@@ -38,7 +38,7 @@ def report(figures: list[Figure]) -> None:
         table.add_column(col, justify="right" if col == "value" else "left")
     for f in figures:
         table.add_row(f.bench, f.name, f"{f.value:,.2f}", f.unit, f.goal)
-    Console().print(table)
+    Console(width=140).print(table)
     out = Path(".scrm/bench/results.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([f.__dict__ for f in figures], indent=2, ensure_ascii=False) + "\n")

