@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from scrm_shared.events import OrderPlacedEvent, new_event, parse_event
 from scrm_shared.kafka.consumer import BatchConsumer, Consumed
 from scrm_shared.kafka.producer import create_producer
-from scrm_shared.testing.plugin import wait_for
+from scrm_shared.testing.plugin import read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,26 +38,6 @@ def order(order_id: str, amount: str = "128.50", tenant: str = "acme") -> OrderP
             "placed_at": datetime.now(UTC),
         },
     )
-
-
-async def read_all(bootstrap: str, topic: str, expected: int) -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        out: list = []
-
-        async def enough() -> bool:
-            batch = await consumer.getmany(tp, timeout_ms=200)
-            out.extend(batch.get(tp, []))
-            return len(out) >= expected
-
-        await wait_for(enough)
-        return out
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture
@@ -131,7 +111,7 @@ async def test_bad_messages_are_dead_lettered_and_good_ones_still_processed(
     assert [c.event.data.order_id for c in handled] == ["A-1", "A-2"]
     assert committed == len(values)
 
-    dead = await read_all(kafka_bootstrap, dlq, 4)
+    dead = await read_topic(kafka_bootstrap, dlq, 4)
     records = [parse_event("dead-letter", r.value) for r in dead]
     assert [d.data.offset for d in records] == [0, 2, 3, 4]
     assert [d.data.error_kind for d in records] == ["undecodable", "invalid", "invalid", "invalid"]
@@ -170,7 +150,7 @@ async def test_a_handler_failure_on_one_event_dead_letters_only_that_event(
     finally:
         await consumer.stop()
     assert sorted(applied) == ["B-0", "B-1", "B-2", "B-4"]
-    dead = await read_all(kafka_bootstrap, dlq, 1)
+    dead = await read_topic(kafka_bootstrap, dlq, 1)
     record = parse_event("dead-letter", dead[0].value)
     assert record.data.error_kind == "handler"
     assert record.data.offset == 3

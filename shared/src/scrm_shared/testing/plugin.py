@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from scrm_shared.testing.infra import (
     EmbeddedBroker,
@@ -92,3 +93,36 @@ async def wait_for(
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def read_topic(
+    bootstrap: str, topic: str, expected: int, *, exact: bool = False, timeout: float = 15.0
+) -> list[ConsumerRecord]:
+    """Read every partition of ``topic`` from the beginning until ``expected`` records arrived.
+
+    Assigns partitions directly (no consumer group: no join wait). With ``exact``, also checks
+    that the topic holds no more than ``expected`` records.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # refreshes metadata so the partition count is known
+        partitions = consumer.partitions_for_topic(topic) or {0}
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[ConsumerRecord] = []
+
+        async def enough() -> bool:
+            batch = await consumer.getmany(*tps, timeout_ms=200)
+            for records in batch.values():
+                out.extend(records)
+            return len(out) >= expected
+
+        await wait_for(enough, timeout=timeout)
+        if exact:
+            ends = await consumer.end_offsets(tps)
+            assert sum(ends.values()) == expected, "more records than expected"
+        return out
+    finally:
+        await consumer.stop()
