@@ -54,6 +54,11 @@ def test_registry_names_one_class_per_type_and_topic() -> None:
     assert set(EVENT_CLASSES) == {
         "friend-added",
         "friend-deleted",
+        "contact-updated",
+        "transfer-failed",
+        "contact-identified",
+        "contacts-transferred",
+        "contact-erased",
         "message-sent",
         "order-placed",
         "order-refunded",

@@ -6,7 +6,22 @@ typed event or an :class:`InvalidEvent` that says why. Producers outside Python 
 against the JSON Schema files in ``shared/schemas/`` (see docs/events.md).
 """
 
-from scrm_shared.events.contacts import FriendAdded, FriendAddedEvent, FriendDeleted, FriendDeletedEvent
+from scrm_shared.events.contacts import (
+    ContactErased,
+    ContactErasedEvent,
+    ContactIdentified,
+    ContactIdentifiedEvent,
+    ContactsTransferred,
+    ContactsTransferredEvent,
+    ContactUpdated,
+    ContactUpdatedEvent,
+    FriendAdded,
+    FriendAddedEvent,
+    FriendDeleted,
+    FriendDeletedEvent,
+    TransferFailed,
+    TransferFailedEvent,
+)
 from scrm_shared.events.deadletter import (
     DeadLetter,
     DeadLetterEvent,
@@ -45,6 +60,14 @@ __all__ = [
     "EVENT_CLASSES",
     "TOPIC_EVENTS",
     "TOPIC_TYPES",
+    "ContactErased",
+    "ContactErasedEvent",
+    "ContactIdentified",
+    "ContactIdentifiedEvent",
+    "ContactUpdated",
+    "ContactUpdatedEvent",
+    "ContactsTransferred",
+    "ContactsTransferredEvent",
     "Currency",
     "Customer",
     "DeadLetter",
@@ -75,6 +98,8 @@ __all__ = [
     "Sha256Hex",
     "TenantId",
     "Timestamp",
+    "TransferFailed",
+    "TransferFailedEvent",
     "ValidationIssue",
     "new_event",
     "parse_event",

@@ -1,7 +1,8 @@
 """Contact events (produced by contact-svc from WeCom's external-contact callbacks).
 
-Topics: ``friend-added`` and ``friend-deleted``; both are keyed by the customer's
-``external_userid`` so one contact's relationship changes are consumed in order.
+Topics: ``friend-added``, ``friend-deleted``, ``contact-updated``, ``transfer-failed``,
+``contact-identified`` and ``contact-erased`` are keyed by the customer's ``external_userid`` so
+one contact's changes are consumed in order; ``contacts-transferred`` is keyed by its transfer.
 """
 
 from __future__ import annotations
@@ -11,9 +12,24 @@ from typing import Literal
 from pydantic import Field
 
 from scrm_shared.events.envelope import EventEnvelope, Payload
-from scrm_shared.events.primitives import Id, Timestamp
+from scrm_shared.events.primitives import Id, Sha256Hex, Timestamp
 
-__all__ = ["FriendAdded", "FriendAddedEvent", "FriendDeleted", "FriendDeletedEvent"]
+__all__ = [
+    "ContactErased",
+    "ContactErasedEvent",
+    "ContactIdentified",
+    "ContactIdentifiedEvent",
+    "ContactUpdated",
+    "ContactUpdatedEvent",
+    "ContactsTransferred",
+    "ContactsTransferredEvent",
+    "FriendAdded",
+    "FriendAddedEvent",
+    "FriendDeleted",
+    "FriendDeletedEvent",
+    "TransferFailed",
+    "TransferFailedEvent",
+]
 
 
 class FriendAdded(Payload):
@@ -97,3 +113,129 @@ class FriendDeletedEvent(EventEnvelope):
 
     def subject(self) -> str:
         return self.data.external_userid
+
+
+class _ByContact(EventEnvelope):
+    """Events about one customer are keyed ``<tenant_id>:<external_userid>``."""
+
+    def subject(self) -> str:
+        return self.data.external_userid  # type: ignore[attr-defined, no-any-return]
+
+
+class ContactUpdated(Payload):
+    """A staff member edited a customer on WeCom (``edit_external_contact``), or contact-svc
+    learned a new profile for the customer (enrichment through WeCom's API).
+
+    Only the fields in ``changed`` carry news; the others are absent or repeat known values.
+    """
+
+    external_userid: Id = Field(description="WeCom external_userid of the customer.")
+    staff_id: Id | None = Field(default=None, description="WeCom userid of the staff member who edited.")
+    changed: list[Literal["remark", "description", "tags", "profile", "unionid"]] = Field(
+        default_factory=list, description="Which parts changed."
+    )
+    remark: str | None = Field(
+        default=None, max_length=256, description="The staff's remark (personal data)."
+    )
+    description: str | None = Field(default=None, max_length=2048, description="The staff's description.")
+    tag_ids: list[Id] | None = Field(
+        default=None, description="With 'tags': the full set of WeCom tag ids this staff member set now."
+    )
+    unionid: Id | None = Field(default=None, description="WeChat unionid, when newly known.")
+    name: str | None = Field(default=None, max_length=256, description="WeChat nickname (personal data).")
+    avatar: str | None = Field(default=None, max_length=2048, description="Avatar URL (personal data).")
+    gender: Literal[0, 1, 2] | None = Field(default=None, description="0 unknown, 1 male, 2 female.")
+    updated_at: Timestamp = Field(description="When the change happened (WeCom CreateTime).")
+
+
+class ContactUpdatedEvent(_ByContact):
+    """``contact-updated`` v1, keyed ``<tenant_id>:<external_userid>``."""
+
+    type: Literal["contact-updated"]
+    version: Literal[1]
+    data: ContactUpdated
+
+
+class TransferFailed(Payload):
+    """WeCom could not hand a customer over to the new staff member (``transfer_fail``)."""
+
+    external_userid: Id = Field(description="WeCom external_userid of the customer.")
+    staff_id: Id = Field(description="WeCom userid of the staff member who should have taken over.")
+    fail_reason: Literal["customer_refused", "customer_limit_exceed"] | str = Field(
+        description="WeCom's FailReason: the customer refused, or the taker has too many customers."
+    )
+    failed_at: Timestamp
+
+
+class TransferFailedEvent(_ByContact):
+    """``transfer-failed`` v1, keyed ``<tenant_id>:<external_userid>``."""
+
+    type: Literal["transfer-failed"]
+    version: Literal[1]
+    data: TransferFailed
+
+
+class ContactIdentified(Payload):
+    """contact-svc learned that identities belong to one WeCom contact.
+
+    Orders from POS or the mall carry member_id, phone_hash or unionid rather than WeCom ids;
+    processors use these links to map any order (past ones included) to its contact.
+    """
+
+    external_userid: Id = Field(description="WeCom external_userid of the customer.")
+    unionid: Id | None = None
+    member_id: Id | None = Field(default=None, description="The brand's membership id.")
+    phone_hash: Sha256Hex | None = Field(
+        default=None, description="sha256 hex of the E.164 phone number (the raw phone is never stored)."
+    )
+    source: Literal["friend-added", "contact-updated", "api", "order"] = Field(
+        description="How the link was learned."
+    )
+    identified_at: Timestamp
+
+
+class ContactIdentifiedEvent(_ByContact):
+    """``contact-identified`` v1, keyed ``<tenant_id>:<external_userid>``."""
+
+    type: Literal["contact-identified"]
+    version: Literal[1]
+    data: ContactIdentified
+
+
+class ContactsTransferred(Payload):
+    """Customers were moved from one staff member to another (在职/离职继承)."""
+
+    transfer_id: Id
+    from_staff: Id
+    to_staff: Id
+    kind: Literal["on_duty", "resigned"]
+    external_userids: list[Id] = Field(min_length=1, max_length=100)
+    transferred_at: Timestamp
+
+
+class ContactsTransferredEvent(EventEnvelope):
+    """``contacts-transferred`` v1, keyed ``<tenant_id>:<transfer_id>``."""
+
+    type: Literal["contacts-transferred"]
+    version: Literal[1]
+    data: ContactsTransferred
+
+    def subject(self) -> str:
+        return self.data.transfer_id
+
+
+class ContactErased(Payload):
+    """A contact's personal data was erased (PIPL): every service must drop its personal fields
+    (names, avatars, remarks, identities) for this contact; counts and metrics stay."""
+
+    external_userid: Id = Field(description="WeCom external_userid of the customer.")
+    contact_id: Id = Field(description="contact-svc's id of the contact.")
+    erased_at: Timestamp
+
+
+class ContactErasedEvent(_ByContact):
+    """``contact-erased`` v1, keyed ``<tenant_id>:<external_userid>`` (a tombstone)."""
+
+    type: Literal["contact-erased"]
+    version: Literal[1]
+    data: ContactErased

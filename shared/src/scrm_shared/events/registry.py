@@ -14,7 +14,15 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from scrm_shared.events.contacts import FriendAddedEvent, FriendDeletedEvent
+from scrm_shared.events.contacts import (
+    ContactErasedEvent,
+    ContactIdentifiedEvent,
+    ContactsTransferredEvent,
+    ContactUpdatedEvent,
+    FriendAddedEvent,
+    FriendDeletedEvent,
+    TransferFailedEvent,
+)
 from scrm_shared.events.deadletter import DeadLetterEvent
 from scrm_shared.events.envelope import EventEnvelope
 from scrm_shared.events.messages import MessageSentEvent
@@ -35,6 +43,11 @@ __all__ = [
 Event = (
     FriendAddedEvent
     | FriendDeletedEvent
+    | ContactUpdatedEvent
+    | TransferFailedEvent
+    | ContactIdentifiedEvent
+    | ContactsTransferredEvent
+    | ContactErasedEvent
     | MessageSentEvent
     | OrderPlacedEvent
     | OrderRefundedEvent
@@ -45,6 +58,11 @@ Event = (
 ALL_EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     FriendAddedEvent,
     FriendDeletedEvent,
+    ContactUpdatedEvent,
+    TransferFailedEvent,
+    ContactIdentifiedEvent,
+    ContactsTransferredEvent,
+    ContactErasedEvent,
     MessageSentEvent,
     OrderPlacedEvent,
     OrderRefundedEvent,
@@ -55,6 +73,11 @@ ALL_EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
 TOPIC_TYPES: dict[str, tuple[str, ...]] = {
     "friend-added": ("friend-added",),
     "friend-deleted": ("friend-deleted",),
+    "contact-updated": ("contact-updated",),
+    "transfer-failed": ("transfer-failed",),
+    "contact-identified": ("contact-identified",),
+    "contacts-transferred": ("contacts-transferred",),
+    "contact-erased": ("contact-erased",),
     "message-sent": ("message-sent",),
     "order-placed": ("order-placed",),
     "order-refunded": ("order-refunded",),
