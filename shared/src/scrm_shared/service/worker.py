@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -34,6 +34,9 @@ class WorkerDeps:
 
 
 HandlerBuilder = Callable[[WorkerDeps], Handler]
+# A long-running task of the worker beside the consume loop (e.g. enrichment, schedules); it must
+# return once ``stop`` is set.
+BackgroundTask = Callable[[WorkerDeps, asyncio.Event], Awaitable[None]]
 
 
 async def serve_worker(
@@ -44,8 +47,9 @@ async def serve_worker(
     build_handler: HandlerBuilder,
     stop: asyncio.Event,
     group_id: str | None = None,
+    background: Sequence[BackgroundTask] = (),
 ) -> None:
-    """Run the consume loop and the outbox relay until ``stop`` is set."""
+    """Run the consume loop, the outbox relay and ``background`` tasks until ``stop`` is set."""
     infra = await start_infra(
         settings, service=spec.name, schema=settings.db_schema or spec.schema, migrations=spec.migrations
     )
@@ -65,6 +69,8 @@ async def serve_worker(
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(relay.run(stop))
             tasks.create_task(consumer.run(stop))
+            for task in background:
+                tasks.create_task(task(deps, stop))
     finally:
         await consumer.stop()
         await infra.close()
@@ -76,6 +82,7 @@ def run_worker(
     *,
     topics: Sequence[str],
     build_handler: HandlerBuilder,
+    background: Sequence[BackgroundTask] = (),
 ) -> None:
     """Blocking entry point of ``<service> worker``: stops cleanly on SIGINT/SIGTERM."""
     telemetry.setup(spec.name, settings)
@@ -86,7 +93,9 @@ def run_worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve_worker(spec, settings, topics=topics, build_handler=build_handler, stop=stop)
+        await serve_worker(
+            spec, settings, topics=topics, build_handler=build_handler, stop=stop, background=background
+        )
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
