@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
 
 from scrm_shared.events import OrderPlacedEvent, new_event, parse_event
 from scrm_shared.kafka.consumer import BatchConsumer, Consumed
@@ -110,6 +111,17 @@ async def test_bad_messages_are_dead_lettered_and_good_ones_still_processed(
 
     assert [c.event.data.order_id for c in handled] == ["A-1", "A-2"]
     assert committed == len(values)
+    labels = {"service": "test-svc", "topic": topic}
+    assert REGISTRY.get_sample_value("scrm_consumer_lag", {**labels, "partition": "0"}) == 0
+    assert REGISTRY.get_sample_value("scrm_events_consumed_total", labels) == 2
+    dead_kinds = ("undecodable", "invalid")
+    assert (
+        sum(
+            REGISTRY.get_sample_value("scrm_events_dead_lettered_total", {**labels, "kind": k}) or 0
+            for k in dead_kinds
+        )
+        == 4
+    )
 
     dead = await read_topic(kafka_bootstrap, dlq, 4)
     records = [parse_event("dead-letter", r.value) for r in dead]

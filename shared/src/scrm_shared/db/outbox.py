@@ -29,6 +29,7 @@ import base64
 import contextlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Protocol
@@ -40,6 +41,7 @@ from asyncpg.pool import PoolConnectionProxy
 from opentelemetry import propagate, trace
 
 from scrm_shared.db.pool import advisory_key, check_schema_name
+from scrm_shared.telemetry.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ ORDER BY id
 LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
+COUNT_UNSENT = "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
+
 MARK_SENT = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])"
 PURGE_SENT = """
 DELETE FROM outbox
@@ -208,9 +212,13 @@ class OutboxRelay:
                 return 0
             rows = await conn.fetch(SELECT_UNSENT, self.batch_size)
             if not rows:
+                OUTBOX_PENDING.labels(service=self.service).set(0)
                 return 0
             await self.publish(rows)
             await self.mark_sent(conn, [row["id"] for row in rows])
+        for topic, count in Counter(row["topic"] for row in rows).items():
+            OUTBOX_PUBLISHED.labels(service=self.service, topic=topic).inc(count)
+        OUTBOX_PENDING.labels(service=self.service).set(await self.pool.fetchval(COUNT_UNSENT))
         return len(rows)
 
     async def publish(self, rows: Sequence[asyncpg.Record]) -> None:

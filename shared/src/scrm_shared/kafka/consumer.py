@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -130,6 +131,7 @@ class BatchConsumer:
         )
         self.stats = BatchStats()
         self._started = False
+        self._lag_reported: set[tuple[str, int]] = set()
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -286,7 +288,13 @@ class BatchConsumer:
         await self.consumer.commit(offsets)
 
     async def _update_lag(self) -> None:
-        for tp in self.consumer.assignment():
+        assigned = self.consumer.assignment()
+        # A rebalance took these partitions away: their lag is another member's to report now.
+        for topic, partition in self._lag_reported - {(tp.topic, tp.partition) for tp in assigned}:
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(self.service, topic, str(partition))
+            self._lag_reported.discard((topic, partition))
+        for tp in assigned:
             high = self.consumer.highwater(tp)
             if high is None:
                 continue
@@ -297,6 +305,7 @@ class BatchConsumer:
             CONSUMER_LAG.labels(service=self.service, topic=tp.topic, partition=str(tp.partition)).set(
                 max(high - position, 0)
             )
+            self._lag_reported.add((tp.topic, tp.partition))
 
     def _links(self, valid: list[Consumed]) -> list[Link]:
         links: list[Link] = []
