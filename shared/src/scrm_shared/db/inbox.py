@@ -7,7 +7,8 @@ are applied. A redelivered batch claims nothing and so changes nothing, which is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -29,3 +30,25 @@ async def claim_new(conn: asyncpg.Connection, consumer: str, event_ids: Iterable
         return set()
     rows = await conn.fetch(CLAIM_EVENTS, consumer, ids)
     return {r["event_id"] for r in rows}
+
+
+class HasEventId(Protocol):
+    @property
+    def event(self) -> Any: ...
+
+
+T = TypeVar("T", bound=HasEventId)
+
+
+async def claim_batch(conn: asyncpg.Connection, consumer: str, batch: Sequence[T]) -> list[T]:
+    """The items of ``batch`` whose event was never applied by ``consumer``, each once.
+
+    A batch may carry one event twice (a producer retry): only its first occurrence is kept.
+    """
+    fresh = await claim_new(conn, consumer, (item.event.event_id for item in batch))
+    out: list[T] = []
+    for item in batch:
+        if item.event.event_id in fresh:
+            fresh.discard(item.event.event_id)
+            out.append(item)
+    return out

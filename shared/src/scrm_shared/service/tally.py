@@ -11,11 +11,12 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from scrm_shared.auth import Principal, require_roles
-from scrm_shared.db.inbox import claim_new
+from scrm_shared.db.inbox import claim_batch
 from scrm_shared.kafka.consumer import Consumed, Handler
 from scrm_shared.service.worker import WorkerDeps
 
@@ -32,15 +33,9 @@ WHERE tenant_id = $1 ORDER BY topic, event_type
 """
 
 
-async def apply_tally(conn, consumer: str, batch: Sequence[Consumed]) -> int:  # type: ignore[no-untyped-def]
-    """Count the batch's new events (inside the caller's transaction); returns how many were new."""
-    fresh = await claim_new(conn, consumer, (c.event.event_id for c in batch))
-    counts: Counter[tuple[str, str, str]] = Counter()
-    for c in batch:
-        # a batch may hold the same event twice (producer retry): count it once
-        if c.event.event_id in fresh:
-            fresh.discard(c.event.event_id)
-            counts[(c.event.tenant_id, c.topic, c.event.type)] += 1
+async def count_tally(conn: asyncpg.Connection, fresh: Sequence[Consumed]) -> None:
+    """Add already-claimed (new) events to the tally, inside the caller's transaction."""
+    counts = Counter((c.event.tenant_id, c.topic, c.event.type) for c in fresh)
     if counts:
         keys = list(counts)
         await conn.execute(
@@ -50,7 +45,6 @@ async def apply_tally(conn, consumer: str, batch: Sequence[Consumed]) -> int:  #
             [k[2] for k in keys],
             [counts[k] for k in keys],
         )
-    return sum(counts.values())
 
 
 def tally_handler(deps: WorkerDeps) -> Handler:
@@ -58,7 +52,7 @@ def tally_handler(deps: WorkerDeps) -> Handler:
 
     async def handle(batch: Sequence[Consumed]) -> None:
         async with deps.pool.acquire() as conn, conn.transaction():
-            await apply_tally(conn, deps.service, batch)
+            await count_tally(conn, await claim_batch(conn, deps.service, batch))
 
     return handle
 

@@ -1,0 +1,558 @@
+"""Client of WeCom's server API (企业微信服务端API): the external-contact calls contact-svc needs.
+
+One :class:`WeComClient` (one ``httpx.AsyncClient``) serves every tenant; :meth:`WeComClient.corp`
+binds a corp's credentials::
+
+    async with WeComClient(settings.wecom_api_base) as wecom:
+        corp = wecom.corp(corp_id, secret)
+        detail = await corp.get_external_contact(external_userid)
+        async for item in corp.iter_contacts_by_user(["guide-1"]):
+            ...
+
+What the client takes care of:
+
+- ``gettoken``: one access_token per corp and secret, cached until ``expires_in`` minus a safety
+  margin, fetched once by concurrent callers; an ``errcode`` 40014 (invalid) or 42001 (expired)
+  drops it and the call is repeated once with a fresh token.
+- ``errcode`` 45009 (frequency limit), 45033 (concurrency limit), -1 (system busy), transport
+  errors and HTTP 5xx are retried with exponential backoff and jitter, up to
+  :attr:`RetryPolicy.attempts` tries; then, and for every other non-zero ``errcode``, a typed
+  :class:`WeComError` is raised.
+
+Personal data: requests carry secrets, tokens and customer ids in their query strings, and
+responses carry names and avatars. Nothing here logs them: errors carry the ``errcode`` and API
+name only (WeCom's ``errmsg`` stays on the exception, out of its text), the response models hide
+personal fields from ``repr``, and httpx's own request log line loses its query string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "NOT_FOUND_ERRCODES",
+    "RETRYABLE_ERRCODES",
+    "TOKEN_INVALID_ERRCODES",
+    "ContactByUser",
+    "ContactDetail",
+    "ContactsPage",
+    "CorpClient",
+    "ExternalContact",
+    "FollowInfo",
+    "RetryPolicy",
+    "WeComClient",
+    "WeComError",
+    "WeComTokenError",
+    "WeComTransportError",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Error codes (WeCom's global return codes; programs must decide on errcode, never on errmsg)
+# ---------------------------------------------------------------------------------------------
+
+SYSTEM_BUSY = -1
+FREQUENCY_LIMIT = 45009  # 接口调用超过限制
+CONCURRENCY_LIMIT = 45033  # 接口并发调用超过限制
+RETRYABLE_ERRCODES: frozenset[int] = frozenset({SYSTEM_BUSY, FREQUENCY_LIMIT, CONCURRENCY_LIMIT})
+"""Transient: the same request may succeed a little later."""
+
+INVALID_TOKEN = 40014  # 不合法的access_token
+EXPIRED_TOKEN = 42001  # access_token已过期
+TOKEN_INVALID_ERRCODES: frozenset[int] = frozenset({INVALID_TOKEN, EXPIRED_TOKEN})
+"""The access_token is no good any more: fetch a new one and repeat the call once."""
+
+NOT_EXTERNAL_CONTACT = 84061  # 不存在外部联系人的关系
+INVALID_EXTERNAL_USERID = 40096  # 不合法的外部联系人userid
+NOT_FOUND_ERRCODES: frozenset[int] = frozenset({NOT_EXTERNAL_CONTACT, INVALID_EXTERNAL_USERID})
+"""The external contact does not exist (any more) for this corp: asking again will not help."""
+
+INVALID_SECRET = 40001
+INVALID_CORPID = 40013
+API_FORBIDDEN = 48002  # API接口无权限调用
+NO_PRIVILEGE = 60011  # 指定的成员/部门/标签参数无权限
+IP_NOT_ALLOWED = 60020  # 不安全的访问IP
+CORP_ERRCODES: frozenset[int] = frozenset(
+    {INVALID_SECRET, INVALID_CORPID, API_FORBIDDEN, NO_PRIVILEGE, IP_NOT_ALLOWED}
+)
+"""The corp's credentials or permissions are wrong: every call of this corp will fail alike."""
+
+INVALID_USERID = 60111  # UserID不存在
+
+WECOM_API_CALLS = Counter(
+    "scrm_wecom_api_calls_total",
+    "Calls of WeCom's server API by API and outcome ('ok', an errcode, or 'transport').",
+    ["api", "outcome"],
+)
+
+# Paths below the base URL (.../cgi-bin).
+API_GETTOKEN = "gettoken"
+API_GET_CONTACT = "externalcontact/get"
+API_BATCH_BY_USER = "externalcontact/batch/get_by_user"
+API_LIST_CONTACTS = "externalcontact/list"
+
+BATCH_LIMIT_MAX = 100  # batch/get_by_user: at most 100 records per page and 100 userids per call
+# Bound on the pages of one listing, so that a server which keeps returning cursors cannot keep
+# us looping: 10k pages of 100 are far more friends than WeCom lets one staff member have.
+MAX_PAGES = 10_000
+
+
+class WeComError(Exception):
+    """WeCom answered with a non-zero ``errcode`` (or could not be reached: see subclasses).
+
+    ``str()`` carries the API and errcode only: WeCom's ``errmsg`` may echo request parameters,
+    so it stays in :attr:`errmsg` for whoever knows it is safe to show.
+    """
+
+    def __init__(self, errcode: int, errmsg: str = "", *, api: str = "") -> None:
+        super().__init__(f"WeCom {api or 'API'} errcode {errcode}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+        self.api = api
+
+    @property
+    def retryable(self) -> bool:
+        """A transient error (rate limit, busy, unreachable) that outlived the client's retries."""
+        return self.errcode in RETRYABLE_ERRCODES
+
+    @property
+    def not_found(self) -> bool:
+        """The external contact does not exist for this corp."""
+        return self.errcode in NOT_FOUND_ERRCODES
+
+    @property
+    def corp_level(self) -> bool:
+        """The corp's credentials or permissions are at fault: other calls of the corp fail too."""
+        return self.errcode in CORP_ERRCODES
+
+
+class WeComTokenError(WeComError):
+    """``gettoken`` failed: the corp's credentials were refused (wrong corp id or secret, no
+    permission), or WeCom stayed busy through the retries (then :attr:`retryable`)."""
+
+    @property
+    def corp_level(self) -> bool:
+        return not self.retryable
+
+
+class WeComTransportError(WeComError):
+    """WeCom could not be reached or answered garbage, after the retries (errcode -1: busy)."""
+
+    def __init__(self, reason: str, *, api: str = "") -> None:
+        super().__init__(SYSTEM_BUSY, reason, api=api)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Response models (only the fields we use; WeCom adds fields over time and extra ones are ignored)
+# ---------------------------------------------------------------------------------------------
+
+
+class _WeComModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ExternalContact(_WeComModel):
+    """A customer as WeCom describes it (``external_contact``).
+
+    Personal fields are left out of ``repr`` so that they never reach a log through a traceback.
+    """
+
+    external_userid: str = Field(repr=False)
+    name: str | None = Field(default=None, repr=False)
+    avatar: str | None = Field(default=None, repr=False)
+    type: int | None = Field(default=None, description="1 WeChat user, 2 WeCom user.")
+    gender: int | None = Field(default=None, repr=False, description="0 unknown, 1 male, 2 female.")
+    unionid: str | None = Field(default=None, repr=False)
+    corp_name: str | None = Field(default=None, repr=False)
+    position: str | None = Field(default=None, repr=False)
+
+
+class FollowInfo(_WeComModel):
+    """One staff member's relation to a customer (``follow_user[]`` / ``follow_info``)."""
+
+    userid: str
+    remark: str | None = Field(default=None, repr=False)
+    description: str | None = Field(default=None, repr=False)
+    createtime: int = Field(default=0, description="Unix seconds the friendship was created.")
+    state: str | None = Field(default=None, description="The channel QR code's state.")
+    add_way: int | None = None
+    oper_userid: str | None = Field(default=None, repr=False)
+    # externalcontact/get lists tags as objects, batch/get_by_user as ids (tag_id).
+    tag_id: list[str] = Field(default_factory=list)
+
+
+class ContactDetail(_WeComModel):
+    """``externalcontact/get``: the customer and every staff member following it."""
+
+    external_contact: ExternalContact
+    follow_user: list[FollowInfo] = Field(default_factory=list)
+
+
+class ContactByUser(_WeComModel):
+    """One record of ``externalcontact/batch/get_by_user``: a customer and one staff's relation."""
+
+    external_contact: ExternalContact
+    follow_info: FollowInfo
+
+
+class ContactsPage(_WeComModel):
+    """One page of ``externalcontact/batch/get_by_user``; ``next_cursor`` is empty on the last."""
+
+    external_contact_list: list[ContactByUser] = Field(default_factory=list)
+    next_cursor: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Retry policy
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently transient failures are retried.
+
+    ``attempts`` counts tries (1 = no retry). Before try ``n + 1`` the client waits
+    ``min(max_delay, base_delay * 2**(n-1))``, half of it fixed and half random ("equal jitter"),
+    so that workers throttled together do not come back together.
+    """
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+@dataclass
+class _TokenSlot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    token: _Token | None = None
+
+
+class _DropQueryStrings(logging.Filter):
+    """Strip query strings from httpx's "HTTP Request: GET <url>" lines: they carry the secret,
+    the access_token and customer ids."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(
+                str(a.copy_with(query=None)) if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+_QUERY_FILTER = _DropQueryStrings()
+
+
+def _install_query_filter() -> None:
+    logger = logging.getLogger("httpx")
+    if _QUERY_FILTER not in logger.filters:
+        logger.addFilter(_QUERY_FILTER)
+
+
+# ---------------------------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------------------------
+
+
+class WeComClient:
+    """Shared HTTP client, token cache and retry loop for every corp.
+
+    ``base_url`` is WeCom's ``https://qyapi.weixin.qq.com/cgi-bin`` in production and a stand-in
+    (:mod:`contact_svc.wecom.standin`) in tests. ``token_margin`` seconds are taken off each
+    token's lifetime so that a token never expires in flight.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        retry: RetryPolicy | None = None,
+        token_margin: float = 300.0,
+        timeout: float = 10.0,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        _install_query_filter()
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.token_margin = token_margin
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._tokens: dict[tuple[str, str], _TokenSlot] = {}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (when this client created it)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    def corp(self, corp_id: str, secret: str) -> CorpClient:
+        """The API of one corp (tenant), authenticated with its app secret."""
+        return CorpClient(self, corp_id, secret)
+
+    # --- tokens ---------------------------------------------------------------------------
+
+    async def access_token(self, corp_id: str, secret: str) -> str:
+        """The corp's cached access_token, fetched with ``gettoken`` when missing or near expiry.
+
+        Raises :class:`WeComTokenError` when WeCom refuses the credentials.
+        """
+        slot = self._tokens.setdefault(_token_key(corp_id, secret), _TokenSlot())
+        token = slot.token
+        if token is not None and self._clock() < token.expires_at:
+            return token.value
+        # One fetch per corp at a time: the callers queued behind it reuse its token.
+        async with slot.lock:
+            token = slot.token
+            if token is not None and self._clock() < token.expires_at:
+                return token.value
+            payload = await self._send("GET", API_GETTOKEN, params={"corpid": corp_id, "corpsecret": secret})
+            errcode = _errcode(payload)
+            if errcode != 0:
+                raise WeComTokenError(errcode, str(payload.get("errmsg", "")), api=API_GETTOKEN)
+            value = payload.get("access_token")
+            expires_in = payload.get("expires_in")
+            if not isinstance(value, str) or not value or not isinstance(expires_in, int) or expires_in <= 0:
+                raise WeComTransportError("gettoken answered without a usable token", api=API_GETTOKEN)
+            # Keep the margin, but never let it eat more than half of a short lifetime.
+            lifetime = expires_in - min(self.token_margin, expires_in / 2)
+            slot.token = _Token(value, self._clock() + lifetime)
+            return value
+
+    def _drop_token(self, corp_id: str, secret: str, value: str) -> None:
+        slot = self._tokens.get(_token_key(corp_id, secret))
+        # Only the token that failed: a concurrent caller may already have fetched a new one.
+        if slot is not None and slot.token is not None and slot.token.value == value:
+            slot.token = None
+
+    # --- calls ----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        corp_id: str,
+        secret: str,
+        method: str,
+        api: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Call ``api`` for the corp; returns WeCom's JSON object when ``errcode`` is 0.
+
+        Transient failures are retried (see :class:`RetryPolicy`); an invalid or expired token is
+        replaced and the call repeated once. Anything else raises :class:`WeComError`.
+        """
+        refreshed = False
+        while True:
+            token = await self.access_token(corp_id, secret)
+            payload = await self._send(
+                method, api, params={**(params or {}), "access_token": token}, body=body
+            )
+            errcode = _errcode(payload)
+            if errcode == 0:
+                return payload
+            if errcode in TOKEN_INVALID_ERRCODES and not refreshed:
+                refreshed = True
+                self._drop_token(corp_id, secret, token)
+                log.info("wecom token rejected, fetching a new one", extra={"api": api, "errcode": errcode})
+                continue
+            raise WeComError(errcode, str(payload.get("errmsg", "")), api=api)
+
+    async def _send(
+        self, method: str, api: str, *, params: dict[str, str], body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One request with the retry loop for transient failures.
+
+        Returns the JSON object of the last answer: ``errcode`` 0, a non-retryable errcode, or a
+        retryable one when the tries ran out. Raises :class:`WeComTransportError` when the last
+        try could not get a JSON object at all.
+        """
+        url = f"{self.base_url}/{api}"
+        for attempt in range(1, self.retry.attempts + 1):
+            last = attempt == self.retry.attempts
+            try:
+                response = await self._http.request(method, url, params=params, json=body)
+                payload = _json_object(response, api)
+            except (httpx.TransportError, WeComTransportError) as exc:
+                WECOM_API_CALLS.labels(api, "transport").inc()
+                reason = exc.reason if isinstance(exc, WeComTransportError) else type(exc).__name__
+                if last or (isinstance(exc, WeComTransportError) and not _is_transient_http(exc)):
+                    raise WeComTransportError(reason, api=api) from exc
+                await self._backoff(api, attempt, reason)
+                continue
+            errcode = _errcode(payload)
+            WECOM_API_CALLS.labels(api, "ok" if errcode == 0 else str(errcode)).inc()
+            if errcode in RETRYABLE_ERRCODES and not last:
+                await self._backoff(api, attempt, f"errcode {errcode}")
+                continue
+            return payload
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _backoff(self, api: str, attempt: int, reason: str) -> None:
+        delay = self.retry.delay(attempt, self._rng)
+        log.info(
+            "wecom call throttled or failed, retrying",
+            extra={"api": api, "reason": reason, "attempt": attempt, "retry_in_s": round(delay, 3)},
+        )
+        await asyncio.sleep(delay)
+
+
+@dataclass(frozen=True)
+class CorpClient:
+    """WeCom's external-contact API for one corp (get one from :meth:`WeComClient.corp`)."""
+
+    client: WeComClient
+    corp_id: str
+    secret: str = field(repr=False)
+
+    async def get_external_contact(self, external_userid: str) -> ContactDetail:
+        """``externalcontact/get``: the customer's profile and all staff following it.
+
+        WeCom pages ``follow_user`` beyond 500 followers with ``next_cursor``; the pages are
+        fetched and joined here. Raises :class:`WeComError` (``not_found`` for 84061/40096).
+        """
+        cursor = ""
+        detail: ContactDetail | None = None
+        follows: list[FollowInfo] = []
+        for _ in range(MAX_PAGES):
+            params = {"external_userid": external_userid}
+            if cursor:
+                params["cursor"] = cursor
+            payload = await self.client.call(self.corp_id, self.secret, "GET", API_GET_CONTACT, params=params)
+            page = _parse(ContactDetail, payload, API_GET_CONTACT)
+            detail = detail or page
+            follows.extend(page.follow_user)
+            cursor = str(payload.get("next_cursor") or "")
+            if not cursor:
+                break
+        assert detail is not None
+        return detail.model_copy(update={"follow_user": follows})
+
+    async def contacts_by_user(
+        self, userids: Sequence[str], *, cursor: str = "", limit: int = BATCH_LIMIT_MAX
+    ) -> ContactsPage:
+        """One page of ``externalcontact/batch/get_by_user`` for up to 100 staff userids."""
+        if not 1 <= len(userids) <= BATCH_LIMIT_MAX:
+            raise ValueError(f"userids: 1 to {BATCH_LIMIT_MAX} staff per call")
+        body: dict[str, Any] = {
+            "userid_list": list(userids),
+            "cursor": cursor,
+            "limit": max(1, min(limit, BATCH_LIMIT_MAX)),
+        }
+        payload = await self.client.call(self.corp_id, self.secret, "POST", API_BATCH_BY_USER, body=body)
+        return _parse(ContactsPage, payload, API_BATCH_BY_USER)
+
+    async def iter_contacts_by_user(
+        self, userids: Sequence[str], *, limit: int = BATCH_LIMIT_MAX
+    ) -> AsyncIterator[ContactByUser]:
+        """Every record of ``batch/get_by_user`` for ``userids``, following ``next_cursor``."""
+        cursor = ""
+        for _ in range(MAX_PAGES):
+            page = await self.contacts_by_user(userids, cursor=cursor, limit=limit)
+            for item in page.external_contact_list:
+                yield item
+            if not page.next_cursor or page.next_cursor == cursor:
+                return
+            cursor = page.next_cursor
+        raise WeComTransportError("batch/get_by_user kept returning cursors", api=API_BATCH_BY_USER)
+
+    async def list_external_userids(self, userid: str) -> list[str]:
+        """``externalcontact/list``: the external_userids one staff member has as friends."""
+        payload = await self.client.call(
+            self.corp_id, self.secret, "GET", API_LIST_CONTACTS, params={"userid": userid}
+        )
+        ids = payload.get("external_userid") or []
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise WeComTransportError(
+                "externalcontact/list answered an unexpected shape", api=API_LIST_CONTACTS
+            )
+        return list(ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _token_key(corp_id: str, secret: str) -> tuple[str, str]:
+    # Per corp, and per secret too: a tenant that rotates its secret must not keep using a token
+    # of the old one. Only a digest of the secret is kept as a key.
+    return corp_id, hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def _errcode(payload: dict[str, Any]) -> int:
+    errcode = payload.get("errcode", 0)
+    # WeCom sends integers; anything else is an answer we do not understand.
+    return errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else SYSTEM_BUSY
+
+
+class _HttpStatusError(WeComTransportError):
+    def __init__(self, status: int, *, api: str) -> None:
+        super().__init__(f"HTTP {status}", api=api)
+        self.status = status
+
+
+def _is_transient_http(exc: WeComTransportError) -> bool:
+    # 5xx and 429 are the gateway's "try again"; a 4xx or a non-JSON 200 will not improve.
+    return isinstance(exc, _HttpStatusError) and (exc.status >= 500 or exc.status == 429)
+
+
+def _json_object(response: httpx.Response, api: str) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise _HttpStatusError(response.status_code, api=api)
+    try:
+        payload = response.json()
+    except ValueError:
+        raise WeComTransportError("answer is not JSON", api=api) from None
+    if not isinstance(payload, dict):
+        raise WeComTransportError("answer is not a JSON object", api=api)
+    return payload
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], payload: dict[str, Any], api: str) -> M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        # The validation error would quote the offending values (names, ids): keep only its size.
+        raise WeComTransportError(f"unexpected answer shape ({exc.error_count()} errors)", api=api) from None
