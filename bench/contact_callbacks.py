@@ -44,6 +44,8 @@ PARTITIONS = 6
 TENANT = "bench-callbacks"
 STARTUP_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 120.0
+VISIBLE_SAMPLES = 300
+VISIBLE_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Callback:
 class RunningApi:
     base_url: str
     jwt_secret: str
+    env: dict[str, str]
 
 
 def build_callbacks(crypto: WeComCrypto, n: int, *, start: int = 0) -> list[Callback]:
@@ -108,15 +111,35 @@ async def contact_api(ctx: BenchContext, schema: str) -> AsyncIterator[RunningAp
         try:
             base_url = f"http://127.0.0.1:{port}"
             await _wait_ready(base_url, proc, log_path)
-            yield RunningApi(base_url=base_url, jwt_secret=jwt_secret)
+            yield RunningApi(base_url=base_url, jwt_secret=jwt_secret, env=env)
         finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 20)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await _terminate(proc)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def contact_worker(ctx: BenchContext, api: RunningApi) -> AsyncIterator[None]:
+    """``contact-svc worker`` beside the API (same schema and settings), until the block ends."""
+    env = {**api.env, "SCRM_WORKER_METRICS_PORT": str(free_port())}
+    log_path = ctx.workdir / f"{NAME}-worker.log"
+    executable = Path(sys.executable).parent / "contact-svc"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            str(executable), "worker", env=env, stdout=log, stderr=log
+        )
+        try:
+            yield
+        finally:
+            await _terminate(proc)
 
 
 async def _wait_ready(base_url: str, proc: asyncio.subprocess.Process, log_path: Path) -> None:
@@ -191,19 +214,68 @@ async def wait_published(bootstrap: str, topic: str, expected: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def measure_callback_to_visible_p99(ctx: BenchContext, api: RunningApi) -> Figure | None:
-    """TODO(lead): p99 from "callback answered success" to "contact visible in the API".
+async def visible(client: httpx.AsyncClient, bearer: str, external_userid: str) -> bool:
+    response = await client.get(
+        "/v1/contacts",
+        params={"external_userid": external_userid},
+        headers={"Authorization": f"Bearer {bearer}"},
+    )
+    response.raise_for_status()
+    return any(item["external_userid"] == external_userid for item in response.json()["items"])
 
-    Needs the contacts read model (contact-svc's worker applying friend-added) and
-    ``GET /v1/contacts?external_userid=...``, which another engineer is writing. Plan: start
-    ``contact-svc worker`` beside the API (same env as :func:`contact_api`, its own
-    SCRM_WORKER_METRICS_PORT); for a few hundred fresh callbacks sent at a steady rate, record
-    when each POST returned ``success`` and poll ``GET /v1/contacts?external_userid=<id>`` (an
-    operator token of TENANT) until ``items[0].external_userid`` matches; report the p99 of the
-    differences in ms as ``Figure(NAME, "callback_to_visible_p99_ms", ..., "ms", "< 1000")``.
-    Returns ``None`` (no figure) until then.
+
+def _customer(callback_index: int) -> str:
+    return f"wm{uuid.UUID(int=callback_index + 1).hex}"  # as build_callbacks names them
+
+
+async def measure_callback_to_visible(
+    ctx: BenchContext, api: RunningApi, client: httpx.AsyncClient, crypto: WeComCrypto, backlog: int
+) -> list[Figure]:
+    """p50/p99 from "callback answered success" to "contact visible in GET /v1/contacts".
+
+    Starts the worker, lets it apply the ``backlog`` of earlier callbacks, then sends
+    VISIBLE_SAMPLES fresh callbacks, VISIBLE_CONCURRENCY at a time, each polled until visible.
     """
-    return None
+    bearer = issue_token(ContactSettings(jwt_secret=api.jwt_secret), tenant=TENANT, role="operator")
+    async with contact_worker(ctx, api):
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while not await visible(client, bearer, _customer(backlog - 1)):
+            if time.monotonic() > deadline:
+                raise TimeoutError("contact-svc worker did not catch up with the backlog")
+            await asyncio.sleep(0.05)
+
+        samples = build_callbacks(crypto, VISIBLE_SAMPLES, start=backlog)
+        delays: list[float] = []
+        path = f"/wecom/callback/{TENANT}"
+        queue: asyncio.Queue[tuple[int, Callback]] = asyncio.Queue()
+        for i, cb in enumerate(samples):
+            queue.put_nowait((backlog + i, cb))
+
+        async def one_at_a_time() -> None:
+            while not queue.empty():
+                index, cb = queue.get_nowait()
+                response = await client.post(path, params=cb.params, content=cb.body)
+                answered = time.perf_counter()
+                if response.text != "success":
+                    raise RuntimeError(f"callback refused: {response.status_code}")
+                while not await visible(client, bearer, _customer(index)):
+                    if time.perf_counter() - answered > DRAIN_TIMEOUT_S:
+                        raise TimeoutError("contact never became visible")
+                    await asyncio.sleep(0.005)
+                delays.append(time.perf_counter() - answered)
+
+        await asyncio.gather(*(one_at_a_time() for _ in range(VISIBLE_CONCURRENCY)))
+    delays.sort()
+    return [
+        Figure(NAME, "callback_to_visible_p50_ms", _quantile(delays, 0.50) * 1000, "ms"),
+        Figure(
+            NAME,
+            "callback_to_visible_p99_ms",
+            _quantile(delays, 0.99) * 1000,
+            "ms",
+            f"goal < 1000; {VISIBLE_SAMPLES} samples, {VISIBLE_CONCURRENCY} in flight",
+        ),
+    ]
 
 
 async def run(ctx: BenchContext) -> list[Figure]:
@@ -214,7 +286,12 @@ async def run(ctx: BenchContext) -> list[Figure]:
             httpx.AsyncClient(
                 base_url=api.base_url,
                 timeout=30.0,
-                limits=httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY),
+                limits=httpx.Limits(
+                    max_connections=CONCURRENCY,
+                    max_keepalive_connections=CONCURRENCY,
+                    # below uvicorn's 5 s keep-alive: never reuse a connection the server is closing
+                    keepalive_expiry=2.0,
+                ),
             ) as client,
         ):
             crypto = await configure_tenant(client, api)
@@ -227,7 +304,9 @@ async def run(ctx: BenchContext) -> list[Figure]:
             seconds, latencies = await post_all(client, measured)
             await wait_published(ctx.bootstrap, "friend-added", WARMUP + CALLBACKS)
             to_kafka_seconds = time.perf_counter() - started
-            visible = await measure_callback_to_visible_p99(ctx, api)
+            visible_figures = await measure_callback_to_visible(
+                ctx, api, client, crypto, backlog=WARMUP + CALLBACKS
+            )
     finally:
         await _drop_schema(ctx.dsn, schema)
 
@@ -246,9 +325,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
             "first POST to last friend-added on Kafka",
         ),
     ]
-    if visible is not None:
-        figures.append(visible)
-    return figures
+    return figures + visible_figures
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
