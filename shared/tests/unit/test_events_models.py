@@ -59,6 +59,8 @@ def test_registry_names_one_class_per_type_and_topic() -> None:
         "contact-identified",
         "contacts-transferred",
         "contact-erased",
+        "contact-tagged",
+        "segment-changed",
         "message-sent",
         "order-placed",
         "order-refunded",

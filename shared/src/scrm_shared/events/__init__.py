@@ -52,6 +52,7 @@ from scrm_shared.events.registry import (
     InvalidKind,
     parse_event,
 )
+from scrm_shared.events.tags import ContactTagged, ContactTaggedEvent, SegmentChanged, SegmentChangedEvent
 
 __all__ = [
     "ACCEPTED_VERSIONS",
@@ -64,6 +65,8 @@ __all__ = [
     "ContactErasedEvent",
     "ContactIdentified",
     "ContactIdentifiedEvent",
+    "ContactTagged",
+    "ContactTaggedEvent",
     "ContactUpdated",
     "ContactUpdatedEvent",
     "ContactsTransferred",
@@ -95,6 +98,8 @@ __all__ = [
     "OrderRefundedEvent",
     "Payload",
     "Quantity",
+    "SegmentChanged",
+    "SegmentChangedEvent",
     "Sha256Hex",
     "TenantId",
     "Timestamp",

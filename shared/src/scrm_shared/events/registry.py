@@ -27,6 +27,7 @@ from scrm_shared.events.deadletter import DeadLetterEvent
 from scrm_shared.events.envelope import EventEnvelope
 from scrm_shared.events.messages import MessageSentEvent
 from scrm_shared.events.orders import OrderPlacedEvent, OrderRefundedEvent
+from scrm_shared.events.tags import ContactTaggedEvent, SegmentChangedEvent
 
 __all__ = [
     "ACCEPTED_VERSIONS",
@@ -48,6 +49,8 @@ Event = (
     | ContactIdentifiedEvent
     | ContactsTransferredEvent
     | ContactErasedEvent
+    | ContactTaggedEvent
+    | SegmentChangedEvent
     | MessageSentEvent
     | OrderPlacedEvent
     | OrderRefundedEvent
@@ -63,6 +66,8 @@ ALL_EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     ContactIdentifiedEvent,
     ContactsTransferredEvent,
     ContactErasedEvent,
+    ContactTaggedEvent,
+    SegmentChangedEvent,
     MessageSentEvent,
     OrderPlacedEvent,
     OrderRefundedEvent,
@@ -78,6 +83,8 @@ TOPIC_TYPES: dict[str, tuple[str, ...]] = {
     "contact-identified": ("contact-identified",),
     "contacts-transferred": ("contacts-transferred",),
     "contact-erased": ("contact-erased",),
+    "contact-tagged": ("contact-tagged",),
+    "segment-changed": ("segment-changed",),
     "message-sent": ("message-sent",),
     "order-placed": ("order-placed",),
     "order-refunded": ("order-refunded",),

@@ -16,6 +16,8 @@ CORE_TOPICS = (
     "contact-identified",
     "contacts-transferred",
     "contact-erased",
+    "contact-tagged",
+    "segment-changed",
     "message-sent",
     "order-placed",
     "order-refunded",
