@@ -9,43 +9,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from scrm_shared.events import ContactUpdatedEvent, FriendAddedEvent, FriendDeletedEvent, new_event
-from scrm_shared.events.envelope import EventEnvelope
-from scrm_shared.kafka.producer import create_producer
-from scrm_shared.testing.plugin import wait_for
-
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
-
-
-async def produce(bootstrap: str, *events: EventEnvelope) -> None:
-    producer = create_producer(bootstrap)
-    await producer.start()
-    try:
-        for e in events:
-            await producer.send(e.type, e.to_bytes(), key=e.key())
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def added(tenant: str, euid: str, staff: str, when: datetime, **data) -> FriendAddedEvent:
-    return new_event(
-        FriendAddedEvent,
-        tenant_id=tenant,
-        source="wecom-callback",
-        data={"external_userid": euid, "staff_id": staff, "added_at": when, **data},
-    )
-
-
-async def consumed(client: httpx.AsyncClient, headers: dict[str, str], expected: dict[str, int]) -> None:
-    async def done() -> bool:
-        body = (await client.get("/v1/ingest/stats", headers=headers)).json()
-        counts = {t["event_type"]: t["consumed"] for t in body["topics"]}
-        return all(counts.get(k, 0) == v for k, v in expected.items())
-
-    await wait_for(done, timeout=30, interval=0.1)
 
 
 async def pages(client: httpx.AsyncClient, headers: dict[str, str], **params) -> list[list[dict]]:
@@ -70,16 +36,15 @@ def _key(item: dict) -> tuple[datetime, str]:
 
 
 async def test_cursor_pagination_through_120_contacts_with_filters(
-    client, auth, contact_worker, tenant, kafka_bootstrap
+    client, auth, contact_worker, tenant, events, broker, api
 ):
     admin = auth(tenant, "operator")
-    events = []
+    produced = []
     for i in range(120):
         # every time appears twice, so the contact_id tie-break is exercised
         when = T0 + timedelta(minutes=i // 2)
-        events.append(
-            added(
-                tenant,
+        produced.append(
+            events.added(
                 f"wm-{i:03d}",
                 "guide-a" if i % 2 == 0 else "guide-b",
                 when,
@@ -89,21 +54,9 @@ async def test_cursor_pagination_through_120_contacts_with_filters(
         )
     # two contacts known only from a deletion: no first_added_at, they sort as the oldest
     for euid in ("wm-x1", "wm-x2"):
-        events.append(
-            new_event(
-                FriendDeletedEvent,
-                tenant_id=tenant,
-                source="wecom-callback",
-                data={
-                    "external_userid": euid,
-                    "staff_id": "guide-a",
-                    "deleted_by": "customer",
-                    "deleted_at": T0,
-                },
-            )
-        )
-    await produce(kafka_bootstrap, *events)
-    await consumed(client, admin, {"friend-added": 120, "friend-deleted": 2})
+        produced.append(events.deleted(euid, "guide-a", T0, by="customer"))
+    await broker.produce(*produced)
+    await api.consumed(admin, {"friend-added": 120, "friend-deleted": 2})
 
     newest_first = await pages(client, admin, limit=25)
     assert [len(p) for p in newest_first] == [25, 25, 25, 25, 22]
@@ -169,28 +122,22 @@ async def test_cursor_pagination_through_120_contacts_with_filters(
 
 
 async def test_guides_see_their_own_customers_and_tenants_see_only_theirs(
-    client, auth, contact_worker, tenant, kafka_bootstrap
+    client, auth, contact_worker, tenant, events, broker, api
 ):
     admin = auth(tenant, "admin")
-    await produce(
-        kafka_bootstrap,
-        added(tenant, "wm-shared", "guide-a", T0, unionid="ou-shared"),
-        added(tenant, "wm-shared", "guide-b", T0 + timedelta(minutes=1)),
-        added(tenant, "wm-b-only", "guide-b", T0),
-        new_event(
-            ContactUpdatedEvent,
-            tenant_id=tenant,
-            source="wecom-callback",
-            data={
-                "external_userid": "wm-shared",
-                "staff_id": "guide-b",
-                "changed": ["remark"],
-                "remark": "b's note",
-                "updated_at": T0 + timedelta(minutes=2),
-            },
+    await broker.produce(
+        events.added("wm-shared", "guide-a", T0, unionid="ou-shared"),
+        events.added("wm-shared", "guide-b", T0 + timedelta(minutes=1)),
+        events.added("wm-b-only", "guide-b", T0),
+        events.updated(
+            "wm-shared",
+            T0 + timedelta(minutes=2),
+            staff_id="guide-b",
+            changed=["remark"],
+            remark="b's note",
         ),
     )
-    await consumed(client, admin, {"friend-added": 3, "contact-updated": 1})
+    await api.consumed(admin, {"friend-added": 3, "contact-updated": 1})
     by_euid = {
         i["external_userid"]: i for i in (await client.get("/v1/contacts", headers=admin)).json()["items"]
     }

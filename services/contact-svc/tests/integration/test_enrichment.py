@@ -7,32 +7,21 @@ are real. Rows are inserted straight into the test's schema (layout of 0002/0003
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contact_svc.config import ContactSettings
 from contact_svc.enrichment import Enricher
-from contact_svc.main import SPEC
 from contact_svc.wecom.client import RetryPolicy, WeComClient
-from contact_svc.wecom.standin import Corp, Directory, StandInServer
-from scrm_shared.db.migrations import migrate_service
+from contact_svc.wecom.standin import Corp, StandInServer
 from scrm_shared.db.pool import advisory_key
 from scrm_shared.testing.plugin import wait_for
 
 pytestmark = pytest.mark.integration
 
-SECRET = "app-secret-1"
-INSERT_CONFIG = """
-INSERT INTO wecom_config (tenant_id, corp_id, token, encoding_aes_key, secret)
-VALUES ($1, $2, 'tok', repeat('a', 43), $3)
-"""
 INSERT_CONTACT = "INSERT INTO contacts (tenant_id, external_userid, status) VALUES ($1, $2, $3)"
 SELECT_ENRICHED = "SELECT external_userid, enriched_at IS NOT NULL AS done FROM contacts WHERE tenant_id = $1"
 SELECT_PROFILE = (
@@ -45,59 +34,24 @@ SELECT_ATTEMPT = (
 
 
 @pytest_asyncio.fixture
-async def standin() -> AsyncIterator[StandInServer]:
-    async with StandInServer(Directory()) as server:
-        yield server
-
-
-@pytest_asyncio.fixture
 async def contact_settings(contact_settings: ContactSettings, standin: StandInServer) -> ContactSettings:
     """The shared settings, with WeCom's API base pointed at the stand-in."""
     return contact_settings.model_copy(update={"wecom_api_base": standin.base_url})
-
-
-@pytest_asyncio.fixture
-async def migrated(pg_pool: asyncpg.Pool, pg_schema: str) -> asyncpg.Pool:
-    await migrate_service(pg_pool, schema=pg_schema, directory=SPEC.migrations)
-    return pg_pool
-
-
-def corp_for(standin: StandInServer, tenant: str) -> Corp:
-    return standin.directory.add_corp(f"ww-{tenant}", SECRET)
 
 
 async def enriched(pool: asyncpg.Pool, tenant: str) -> dict[str, bool]:
     return {r["external_userid"]: r["done"] for r in await pool.fetch(SELECT_ENRICHED, tenant)}
 
 
-async def tenant_events(bootstrap: str, topic: str, tenant: str) -> list[dict[str, Any]]:
-    """Every event of ``tenant`` on ``topic`` so far (the topic is shared by the session's tests)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out = []
-        async with asyncio.timeout(15):
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                for records in (await consumer.getmany(*tps, timeout_ms=200)).values():
-                    out.extend(r for r in records if r.key.startswith(f"{tenant}:".encode()))
-        return [json.loads(r.value) for r in out]
-    finally:
-        await consumer.stop()
-
-
 async def test_worker_enriches_new_contacts_through_the_outbox(
     contact_worker: None,
     pg_pool: asyncpg.Pool,
     standin: StandInServer,
+    wecom_corp: Callable[..., Awaitable[Corp]],
     tenant: str,
-    kafka_bootstrap: str,
+    broker,
 ) -> None:
-    corp = corp_for(standin, tenant)
+    corp = await wecom_corp(tenant)
     corp.add_friend(
         "wm-alice",
         "guide-1",
@@ -110,7 +64,6 @@ async def test_worker_enriches_new_contacts_through_the_outbox(
     corp.add_friend("wm-erased", "guide-1", name="Erased")
     corp.add_friend("wm-broken", "guide-1", name="Broken")
     standin.directory.contact_errcodes["wm-broken"] = 40058  # WeCom refuses this one, always
-    await pg_pool.execute(INSERT_CONFIG, tenant, corp.corp_id, SECRET)
     for euid, status in [
         ("wm-alice", "active"),
         ("wm-bob", "active"),
@@ -152,10 +105,7 @@ async def test_worker_enriches_new_contacts_through_the_outbox(
     }
     assert "wm-erased" not in fetched  # erased contacts are never asked about
 
-    events = {
-        e["data"]["external_userid"]: e
-        for e in await tenant_events(kafka_bootstrap, "contact-updated", tenant)
-    }
+    events = {e["data"]["external_userid"]: e for e in await broker.read("contact-updated")}
     assert set(events) == {"wm-alice", "wm-bob"}
     alice = events["wm-alice"]
     assert (alice["type"], alice["version"], alice["tenant_id"]) == ("contact-updated", 1, tenant)
@@ -190,15 +140,13 @@ async def _is_enriched(pool: asyncpg.Pool, tenant: str, external_userid: str) ->
 
 
 async def test_a_tenant_with_a_wrong_secret_does_not_hold_up_the_others(
-    migrated: asyncpg.Pool, standin: StandInServer, tenant: str
+    migrated: asyncpg.Pool, standin: StandInServer, wecom_corp: Callable[..., Awaitable[Corp]], tenant: str
 ) -> None:
     other = f"{tenant}-b"
-    good = corp_for(standin, tenant)
+    good = await wecom_corp(tenant)
     good.add_friend("wm-1", "guide-1", name="One")
-    bad = corp_for(standin, other)
+    bad = await wecom_corp(other, stored_secret="stale-secret")
     bad.add_friend("wm-2", "guide-1", name="Two")
-    await migrated.execute(INSERT_CONFIG, tenant, good.corp_id, SECRET)
-    await migrated.execute(INSERT_CONFIG, other, bad.corp_id, "stale-secret")
     await migrated.execute(INSERT_CONTACT, tenant, "wm-1", "active")
     await migrated.execute(INSERT_CONTACT, other, "wm-2", "active")
 
@@ -214,13 +162,12 @@ async def test_a_tenant_with_a_wrong_secret_does_not_hold_up_the_others(
 
 
 async def test_throttling_beyond_the_retries_defers_the_tenant(
-    migrated: asyncpg.Pool, standin: StandInServer, tenant: str
+    migrated: asyncpg.Pool, standin: StandInServer, wecom_corp: Callable[..., Awaitable[Corp]], tenant: str
 ) -> None:
-    corp = corp_for(standin, tenant)
+    corp = await wecom_corp(tenant)
     for i in range(3):
         corp.add_friend(f"wm-{i}", "guide-1", name=f"N{i}")
         await migrated.execute(INSERT_CONTACT, tenant, f"wm-{i}", "active")
-    await migrated.execute(INSERT_CONFIG, tenant, corp.corp_id, SECRET)
     standin.directory.fail_next("externalcontact/get", 45009, times=100)
 
     async with WeComClient(standin.base_url, retry=RetryPolicy(attempts=2, base_delay=0.001)) as wecom:
@@ -239,13 +186,13 @@ async def test_throttling_beyond_the_retries_defers_the_tenant(
 async def test_contact_erased_meanwhile_is_not_published(
     migrated: asyncpg.Pool, standin: StandInServer, tenant: str
 ) -> None:
-    corp = corp_for(standin, tenant)
+    corp = standin.directory.add_corp(f"ww-{tenant}", "app-secret-1")  # no settings stored: not needed
     corp.add_friend("wm-x", "guide-1", name="X")
     await migrated.execute(INSERT_CONTACT, tenant, "wm-x", "erased")
 
     async with WeComClient(standin.base_url) as wecom:
         outcome = await Enricher(migrated, wecom).enrich_contact(
-            wecom.corp(corp.corp_id, SECRET), tenant, "wm-x"
+            wecom.corp(corp.corp_id, corp.secret), tenant, "wm-x"
         )
 
     assert outcome == "skipped"
@@ -254,11 +201,14 @@ async def test_contact_erased_meanwhile_is_not_published(
 
 
 async def test_only_one_process_enriches_at_a_time(
-    migrated: asyncpg.Pool, standin: StandInServer, tenant: str, pg_schema: str
+    migrated: asyncpg.Pool,
+    standin: StandInServer,
+    wecom_corp: Callable[..., Awaitable[Corp]],
+    tenant: str,
+    pg_schema: str,
 ) -> None:
-    corp = corp_for(standin, tenant)
+    corp = await wecom_corp(tenant)
     corp.add_friend("wm-1", "guide-1", name="One")
-    await migrated.execute(INSERT_CONFIG, tenant, corp.corp_id, SECRET)
     await migrated.execute(INSERT_CONTACT, tenant, "wm-1", "active")
 
     async with migrated.acquire() as other_process, WeComClient(standin.base_url) as wecom:

@@ -3,104 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
-
-from scrm_shared.events import (
-    ContactUpdatedEvent,
-    FriendAddedEvent,
-    OrderPlacedEvent,
-    new_event,
-)
-from scrm_shared.events.envelope import EventEnvelope
-from scrm_shared.kafka.producer import create_producer
-from scrm_shared.testing.plugin import read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+UPDATED_AT = T0 + timedelta(minutes=1)
+PLACED_AT = T0 + timedelta(hours=1)
 PHONE_HASH = hashlib.sha256(b"+8613912345678").hexdigest()
-
-
-async def produce(bootstrap: str, *events: EventEnvelope) -> None:
-    producer = create_producer(bootstrap)
-    await producer.start()
-    try:
-        for e in events:
-            await producer.send_and_wait(e.type, e.to_bytes(), key=e.key())
-    finally:
-        await producer.stop()
-
-
-def added(tenant: str, euid: str, staff: str = "guide-1", **data) -> FriendAddedEvent:
-    return new_event(
-        FriendAddedEvent,
-        tenant_id=tenant,
-        source="wecom-callback",
-        data={"external_userid": euid, "staff_id": staff, "added_at": T0, **data},
-    )
-
-
-def updated(tenant: str, euid: str, **data) -> ContactUpdatedEvent:
-    return new_event(
-        ContactUpdatedEvent,
-        tenant_id=tenant,
-        source="enrichment",
-        data={"external_userid": euid, "updated_at": T0 + timedelta(minutes=1), **data},
-    )
-
-
-def order(tenant: str, **customer) -> OrderPlacedEvent:
-    return new_event(
-        OrderPlacedEvent,
-        tenant_id=tenant,
-        source="pos-sh-012",
-        data={
-            "order_id": f"o-{uuid.uuid4().hex[:8]}",
-            "channel": "pos",
-            "customer": customer,
-            "items": [{"sku": "SK-1", "category": "护肤", "quantity": 1, "unit_price": "128.50"}],
-            "total_amount": "128.50",
-            "placed_at": T0 + timedelta(hours=1),
-        },
-    )
-
-
-async def consumed(client: httpx.AsyncClient, headers: dict[str, str], expected: dict[str, int]) -> None:
-    async def done() -> bool:
-        body = (await client.get("/v1/ingest/stats", headers=headers)).json()
-        counts = {t["event_type"]: t["consumed"] for t in body["topics"]}
-        return all(counts.get(k, 0) == v for k, v in expected.items())
-
-    await wait_for(done, timeout=30, interval=0.1)
-
-
-async def identified(bootstrap: str, pool, tenant: str) -> list[dict]:
-    """Every contact-identified of ``tenant`` on Kafka, once the outbox has relayed all it holds."""
-
-    async def relayed() -> bool:
-        return await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
-
-    await wait_for(relayed, timeout=30, interval=0.05)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [
-            TopicPartition("contact-identified", p)
-            for p in consumer.partitions_for_topic("contact-identified")
-        ]
-        total = sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
-    records = await read_topic(bootstrap, "contact-identified", total, exact=True) if total else []
-    return [json.loads(r.value) for r in records if r.key.startswith(f"{tenant}:".encode())]
 
 
 def _conflicts(source: str, kind: str) -> float:
@@ -111,37 +25,36 @@ def _conflicts(source: str, kind: str) -> float:
 
 
 async def test_links_learned_from_events_are_announced_exactly_once(
-    client, auth, contact_worker, contact_app, tenant, kafka_bootstrap
+    client, auth, contact_worker, contact_app, tenant, events, broker, api
 ):
     admin = auth(tenant, "admin")
-    first = added(tenant, "wm-1", unionid="ou-1")
-    await produce(
-        kafka_bootstrap,
+    first = events.added("wm-1", "guide-1", T0, unionid="ou-1")
+    await broker.produce(
         first,
         first,  # a redelivery
-        added(tenant, "wm-2"),
-        updated(tenant, "wm-1", changed=["unionid"], unionid="ou-1"),  # known already
-        updated(tenant, "wm-2", changed=["unionid"], unionid="ou-2"),
-        order(tenant, external_userid="wm-1", member_id="m-1"),
+        events.added("wm-2", "guide-1", T0),
+        events.updated("wm-1", UPDATED_AT, changed=["unionid"], unionid="ou-1"),  # known already
+        events.updated("wm-2", UPDATED_AT, changed=["unionid"], unionid="ou-2"),
+        events.order(PLACED_AT, external_userid="wm-1", member_id="m-1"),
     )
-    await consumed(client, admin, {"friend-added": 2, "contact-updated": 2, "order-placed": 1})
+    await api.consumed(admin, {"friend-added": 2, "contact-updated": 2, "order-placed": 1})
 
     conflicts_before = _conflicts("order", "member_id")
     # Orders travel keyed by order id, so these two wait for the link above to be known.
-    await produce(
-        kafka_bootstrap,
-        order(tenant, member_id="m-1", phone_hash=PHONE_HASH),  # m-1 is wm-1's: learn the phone
-        order(tenant, member_id="m-1", phone_hash=PHONE_HASH),  # nothing new
-        order(tenant, external_userid="wm-2", member_id="m-1"),  # m-1 is wm-1's: a conflict
-        order(tenant, member_id="m-9", phone_hash=hashlib.sha256(b"+8613000000000").hexdigest()),  # unknown
+    unknown_phone = hashlib.sha256(b"+8613000000000").hexdigest()
+    await broker.produce(
+        events.order(PLACED_AT, member_id="m-1", phone_hash=PHONE_HASH),  # m-1 is wm-1's: learn the phone
+        events.order(PLACED_AT, member_id="m-1", phone_hash=PHONE_HASH),  # nothing new
+        events.order(PLACED_AT, external_userid="wm-2", member_id="m-1"),  # m-1 is wm-1's: a conflict
+        events.order(PLACED_AT, member_id="m-9", phone_hash=unknown_phone),  # unknown
     )
-    await consumed(client, admin, {"order-placed": 5})
+    await api.consumed(admin, {"order-placed": 5})
 
-    events = await identified(kafka_bootstrap, contact_app.state.pool, tenant)
+    identified = await broker.published(contact_app.state.pool, "contact-identified")
     got = sorted(
         (
             (d["external_userid"], d["source"], d["unionid"], d["member_id"], d["phone_hash"])
-            for d in (e["data"] for e in events)
+            for d in (e["data"] for e in identified)
         ),
         key=str,
     )
@@ -158,29 +71,22 @@ async def test_links_learned_from_events_are_announced_exactly_once(
         ],
         key=str,
     )
-    assert all(e["type"] == "contact-identified" and e["version"] == 1 for e in events)
+    assert all(e["type"] == "contact-identified" and e["version"] == 1 for e in identified)
     assert _conflicts("order", "member_id") == conflicts_before + 1
 
-    item = (await client.get("/v1/contacts", params={"external_userid": "wm-1"}, headers=admin)).json()[
-        "items"
-    ][0]
+    item = await api.contact(admin, "wm-1")
     detail = (await client.get(f"/v1/contacts/{item['contact_id']}", headers=admin)).json()
     assert detail["identities"] == ["member_id", "phone_hash", "unionid"]
     assert detail["unionid"] == "ou-1"
 
 
 async def test_api_links_identities_once_and_refuses_raw_phones_and_conflicts(
-    client, auth, contact_worker, contact_app, tenant, kafka_bootstrap
+    client, auth, contact_worker, contact_app, tenant, events, broker, api
 ):
     admin = auth(tenant, "operator")
-    await produce(
-        kafka_bootstrap, added(tenant, "wm-a", staff="guide-a"), added(tenant, "wm-b", staff="guide-b")
-    )
-    await consumed(client, admin, {"friend-added": 2})
-    ids = {}
-    for euid in ("wm-a", "wm-b"):
-        resp = await client.get("/v1/contacts", params={"external_userid": euid}, headers=admin)
-        ids[euid] = resp.json()["items"][0]["contact_id"]
+    await broker.produce(events.added("wm-a", "guide-a", T0), events.added("wm-b", "guide-b", T0))
+    await api.consumed(admin, {"friend-added": 2})
+    ids = {euid: (await api.contact(admin, euid))["contact_id"] for euid in ("wm-a", "wm-b")}
     url_a = f"/v1/contacts/{ids['wm-a']}/identities"
 
     raw = await client.post(url_a, json={"phone_hash": "+86 139 1234 5678"}, headers=admin)
@@ -228,8 +134,8 @@ async def test_api_links_identities_once_and_refuses_raw_phones_and_conflicts(
     missing = f"/v1/contacts/{uuid.uuid4()}/identities"
     assert (await client.post(missing, json={"member_id": "y"}, headers=admin)).status_code == 404
 
-    events = await identified(kafka_bootstrap, contact_app.state.pool, tenant)
-    api_events = [e["data"] for e in events if e["data"]["source"] == "api"]
+    identified = await broker.published(contact_app.state.pool, "contact-identified")
+    api_events = [e["data"] for e in identified if e["data"]["source"] == "api"]
     assert sorted(((d["member_id"], d["phone_hash"], d["unionid"]) for d in api_events), key=str) == sorted(
         [(None, None, "ou-a"), ("m-api", PHONE_HASH, None)], key=str
     )

@@ -10,13 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
-
-from scrm_shared.events import ContactUpdatedEvent, FriendAddedEvent, FriendDeletedEvent, new_event
-from scrm_shared.events.envelope import EventEnvelope
-from scrm_shared.kafka.producer import create_producer
-from scrm_shared.testing.plugin import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,66 +21,8 @@ def at(minutes: int) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-async def produce(bootstrap: str, *events: EventEnvelope) -> None:
-    producer = create_producer(bootstrap)
-    await producer.start()
-    try:
-        for e in events:
-            await producer.send_and_wait(e.type, e.to_bytes(), key=e.key())
-    finally:
-        await producer.stop()
-
-
-def added(tenant: str, euid: str, staff: str, when: datetime, **data) -> FriendAddedEvent:
-    return new_event(
-        FriendAddedEvent,
-        tenant_id=tenant,
-        source="wecom-callback",
-        data={"external_userid": euid, "staff_id": staff, "added_at": when, **data},
-    )
-
-
-def deleted(
-    tenant: str, euid: str, staff: str, when: datetime, by: str = "customer", **data
-) -> FriendDeletedEvent:
-    return new_event(
-        FriendDeletedEvent,
-        tenant_id=tenant,
-        source="wecom-callback",
-        data={"external_userid": euid, "staff_id": staff, "deleted_by": by, "deleted_at": when, **data},
-    )
-
-
-def updated(tenant: str, euid: str, when: datetime, **data) -> ContactUpdatedEvent:
-    return new_event(
-        ContactUpdatedEvent,
-        tenant_id=tenant,
-        source="wecom-callback",
-        data={"external_userid": euid, "updated_at": when, **data},
-    )
-
-
-async def consumed(client: httpx.AsyncClient, headers: dict[str, str], expected: dict[str, int]) -> None:
-    """Wait until the worker applied ``expected`` distinct events per type for this tenant."""
-
-    async def done() -> bool:
-        body = (await client.get("/v1/ingest/stats", headers=headers)).json()
-        counts = {t["event_type"]: t["consumed"] for t in body["topics"]}
-        assert all(counts.get(k, 0) <= v for k, v in expected.items()), counts
-        return all(counts.get(k, 0) == v for k, v in expected.items())
-
-    await wait_for(done, timeout=30, interval=0.1)
-
-
-async def contact(client: httpx.AsyncClient, headers: dict[str, str], euid: str) -> dict:
-    resp = await client.get("/v1/contacts", params={"external_userid": euid}, headers=headers)
-    assert resp.status_code == 200, resp.text
-    (item,) = resp.json()["items"]
-    return item
-
-
 async def test_friend_added_becomes_visible_with_its_channel_store_and_staff(
-    client, auth: Callable[..., dict[str, str]], contact_worker, tenant, kafka_bootstrap
+    client, auth: Callable[..., dict[str, str]], contact_worker, tenant, events, broker, api
 ):
     admin = auth(tenant, "admin")
     assert (
@@ -95,20 +31,15 @@ async def test_friend_added_becomes_visible_with_its_channel_store_and_staff(
     channel = {"name": "门店海报", "store_id": "sh-012", "campaign_id": "spring"}
     assert (await client.put("/v1/channels/poster-sh-012", json=channel, headers=admin)).status_code == 200
 
-    await produce(
-        kafka_bootstrap,
-        added(
-            tenant, "wm-a", "zhang.wei", at(0), state="poster-sh-012", name="小李", gender=2, welcome_code="w"
+    await broker.produce(
+        events.added(
+            "wm-a", "zhang.wei", at(0), state="poster-sh-012", name="小李", gender=2, welcome_code="w"
         ),
-        added(tenant, "wm-b", "zhang.wei", at(1), state="", store_id="bj-001"),
+        events.added("wm-b", "zhang.wei", at(1), state="", store_id="bj-001"),
     )
 
-    async def visible() -> bool:
-        resp = await client.get("/v1/contacts", params={"external_userid": "wm-a"}, headers=admin)
-        return resp.status_code == 200 and len(resp.json()["items"]) == 1
-
-    await wait_for(visible, timeout=30, interval=0.05)
-    item = await contact(client, admin, "wm-a")
+    await api.wait_visible(admin, "wm-a")
+    item = await api.contact(admin, "wm-a")
     assert item["external_userid"] == "wm-a"
     assert item["name"] == "小李" and item["gender"] == 2
     assert item["status"] == "active"
@@ -119,8 +50,8 @@ async def test_friend_added_becomes_visible_with_its_channel_store_and_staff(
     assert follow["store_id"] == "sh-012"  # from the channel code
     assert follow["status"] == "active"
 
-    await consumed(client, admin, {"friend-added": 2})
-    assert (await contact(client, admin, "wm-b"))["follows"][0]["store_id"] == "bj-001"  # from the event
+    await api.consumed(admin, {"friend-added": 2})
+    assert (await api.contact(admin, "wm-b"))["follows"][0]["store_id"] == "bj-001"  # from the event
     staff = (await client.get("/v1/staff", headers=admin)).json()
     assert staff == [
         {"staff_id": "zhang.wei", "name": None, "store_id": None, "status": "active", "followers": 2}
@@ -130,26 +61,26 @@ async def test_friend_added_becomes_visible_with_its_channel_store_and_staff(
 
 
 async def test_duplicates_count_once_and_out_of_order_deletes_win(
-    client, auth, contact_worker, tenant, kafka_bootstrap
+    client, auth, contact_worker, tenant, events, broker, api
 ):
     admin = auth(tenant, "admin")
-    first = added(tenant, "wm-dup", "guide-1", at(0), state="s1")
+    first = events.added("wm-dup", "guide-1", at(0), state="s1")
     # the same relation: deleted at 10, but the deletion arrives before the add
-    gone_add = added(tenant, "wm-ooo", "guide-1", at(0), state="s2")
-    gone_delete = deleted(tenant, "wm-ooo", "guide-1", at(10), by="staff", source="DELETE_BY_TRANSFER")
+    gone_add = events.added("wm-ooo", "guide-1", at(0), state="s2")
+    gone_delete = events.deleted("wm-ooo", "guide-1", at(10), by="staff", source="DELETE_BY_TRANSFER")
     # and an older deletion that arrives after a re-add must change nothing
-    readd = added(tenant, "wm-readd", "guide-1", at(20), state="s3")
-    stale_delete = deleted(tenant, "wm-readd", "guide-1", at(5))
+    readd = events.added("wm-readd", "guide-1", at(20), state="s3")
+    stale_delete = events.deleted("wm-readd", "guide-1", at(5))
 
-    await produce(kafka_bootstrap, first, first, gone_delete, readd)
-    await produce(kafka_bootstrap, gone_add, stale_delete, first)
-    await consumed(client, admin, {"friend-added": 3, "friend-deleted": 2})
+    await broker.produce(first, first, gone_delete, readd)
+    await broker.produce(gone_add, stale_delete, first)
+    await api.consumed(admin, {"friend-added": 3, "friend-deleted": 2})
 
-    dup = await contact(client, admin, "wm-dup")
+    dup = await api.contact(admin, "wm-dup")
     assert len(dup["follows"]) == 1
     assert datetime.fromisoformat(dup["first_added_at"]) == at(0)
 
-    ooo = await contact(client, admin, "wm-ooo")
+    ooo = await api.contact(admin, "wm-ooo")
     (follow,) = ooo["follows"]
     assert follow["status"] == "deleted"
     assert follow["deleted_by"] == "staff"
@@ -158,7 +89,7 @@ async def test_duplicates_count_once_and_out_of_order_deletes_win(
     assert ooo["status"] == "lost"
     assert datetime.fromisoformat(ooo["first_added_at"]) == at(0)
 
-    readded = await contact(client, admin, "wm-readd")
+    readded = await api.contact(admin, "wm-readd")
     assert readded["status"] == "active"
     assert readded["follows"][0]["status"] == "active"
     assert readded["follows"][0]["deleted_by"] is None
@@ -171,14 +102,12 @@ async def test_duplicates_count_once_and_out_of_order_deletes_win(
 
 
 async def test_contact_updated_edits_the_follow_and_the_profile_but_older_profiles_only_fill_gaps(
-    client, auth, contact_worker, tenant, kafka_bootstrap, contact_app
+    client, auth, contact_worker, tenant, events, broker, api, contact_app
 ):
     admin = auth(tenant, "admin")
-    await produce(
-        kafka_bootstrap,
+    await broker.produce(
         # the edit arrives before the friendship it edits
-        updated(
-            tenant,
+        events.updated(
             "wm-u",
             at(5),
             staff_id="guide-1",
@@ -186,18 +115,17 @@ async def test_contact_updated_edits_the_follow_and_the_profile_but_older_profil
             remark="VIP",
             tag_ids=["t1"],
         ),
-        updated(
-            tenant, "wm-u", at(6), changed=["profile"], name="王芳", avatar="https://img/new.png", gender=2
+        events.updated(
+            "wm-u", at(6), changed=["profile"], name="王芳", avatar="https://img/new.png", gender=2
         ),
-        updated(tenant, "wm-u", at(7), changed=["unionid"], unionid="ou-1"),
+        events.updated("wm-u", at(7), changed=["unionid"], unionid="ou-1"),
     )
-    await produce(
-        kafka_bootstrap,
-        added(tenant, "wm-u", "guide-1", at(0), state="poster", name="旧名", avatar="https://img/old.png"),
+    await broker.produce(
+        events.added("wm-u", "guide-1", at(0), state="poster", name="旧名", avatar="https://img/old.png"),
     )
-    await consumed(client, admin, {"friend-added": 1, "contact-updated": 3})
+    await api.consumed(admin, {"friend-added": 1, "contact-updated": 3})
 
-    item = await contact(client, admin, "wm-u")
+    item = await api.contact(admin, "wm-u")
     assert item["name"] == "王芳"
     assert item["avatar"] == "https://img/new.png"
     assert item["unionid"] == "ou-1"
@@ -212,10 +140,8 @@ async def test_contact_updated_edits_the_follow_and_the_profile_but_older_profil
     assert tags == ["t1"]
 
     # a guide's later edit clears the remark and sets a description
-    await produce(
-        kafka_bootstrap,
-        updated(
-            tenant,
+    await broker.produce(
+        events.updated(
             "wm-u",
             at(8),
             staff_id="guide-1",
@@ -223,7 +149,7 @@ async def test_contact_updated_edits_the_follow_and_the_profile_but_older_profil
             description="likes tea",
         ),
     )
-    await consumed(client, admin, {"contact-updated": 4})
+    await api.consumed(admin, {"contact-updated": 4})
     row = await contact_app.state.pool.fetchrow(
         "SELECT remark, description, tag_ids FROM follows WHERE tenant_id = $1 AND external_userid = 'wm-u'",
         tenant,

@@ -9,10 +9,9 @@ repeat runs and the command line.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,26 +19,18 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contact_svc.config import ContactSettings
-from contact_svc.main import SPEC
 from contact_svc.reconcile import Drift, ReconcileError, StaffDrift, reconcile
 from contact_svc.wecom.client import RetryPolicy, WeComClient, WeComError
-from contact_svc.wecom.standin import Directory, StandInServer
-from scrm_shared.db.migrations import migrate_service
+from contact_svc.wecom.standin import Corp, StandInServer
 from scrm_shared.testing.plugin import wait_for
 
 pytestmark = pytest.mark.integration
 
-SECRET = "app-secret-1"
 NOW = datetime.now(UTC).replace(microsecond=0)
 OLD = NOW - timedelta(days=1)
 
-INSERT_CONFIG = """
-INSERT INTO wecom_config (tenant_id, corp_id, token, encoding_aes_key, secret)
-VALUES ($1, $2, 'tok', repeat('a', 43), $3)
-"""
 INSERT_STAFF = "INSERT INTO staff (tenant_id, staff_id) VALUES ($1, $2)"
 INSERT_FOLLOW = """
 INSERT INTO follows (tenant_id, external_userid, staff_id, state, status, deleted_by, added_at, last_event_at)
@@ -49,17 +40,13 @@ SELECT_FOLLOWS = """
 SELECT external_userid, staff_id, status, deleted_by, delete_source FROM follows WHERE tenant_id = $1
 """
 SELECT_OUTBOX = "SELECT topic, event_id FROM outbox ORDER BY id"
-SELECT_UNSENT = "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
+
+
+Setup = Callable[..., Awaitable[None]]
 
 
 def epoch(at: datetime) -> int:
     return int(at.timestamp())
-
-
-@pytest_asyncio.fixture
-async def standin() -> AsyncIterator[StandInServer]:
-    async with StandInServer(Directory()) as server:
-        yield server
 
 
 @pytest_asyncio.fixture
@@ -69,21 +56,15 @@ async def contact_settings(contact_settings: ContactSettings, standin: StandInSe
 
 
 @pytest_asyncio.fixture
-async def migrated(pg_pool: asyncpg.Pool, pg_schema: str) -> asyncpg.Pool:
-    await migrate_service(pg_pool, schema=pg_schema, directory=SPEC.migrations)
-    return pg_pool
-
-
-@pytest_asyncio.fixture
 async def wecom(standin: StandInServer) -> AsyncIterator[WeComClient]:
     async with WeComClient(standin.base_url, retry=RetryPolicy(base_delay=0.001)) as client:
         yield client
 
 
-async def drifted_tenant(
-    pool: asyncpg.Pool, standin: StandInServer, tenant: str, *, failing_staff: bool = True
-) -> None:
-    """WeCom and our follows of ``tenant``, differing in every way reconcile knows.
+@pytest.fixture
+def drifted_tenant(pg_pool: asyncpg.Pool, wecom_corp: Callable[..., Awaitable[Corp]], tenant: str) -> Setup:
+    """``await drifted_tenant(failing_staff=True)``: WeCom and our follows of ``tenant``,
+    differing in every way reconcile knows (the schema must be migrated by then).
 
     guide-1: wm-1 agrees; wm-2 is missing here; wm-3 was deleted here before WeCom's (newer)
     createtime, so it is a re-add missing here; wm-cdel was deleted here after WeCom's createtime
@@ -91,31 +72,34 @@ async def drifted_tenant(
     guide-2: wm-4 agrees; wm-5 is gone on WeCom; wm-6 changed here a moment ago (recent).
     guide-3 (when ``failing_staff``): unknown to WeCom, so its wm-7 must not be deleted.
     """
-    corp = standin.directory.add_corp(f"ww-{tenant}", SECRET)
-    corp.add_friend("wm-1", "guide-1", createtime=epoch(OLD))
-    corp.add_friend(
-        "wm-2", "guide-1", createtime=epoch(OLD), state="store-sh-012", name="Two", unionid="oz-2"
-    )
-    corp.add_friend("wm-3", "guide-1", createtime=epoch(OLD), add_way=202)
-    corp.add_friend("wm-cdel", "guide-1", createtime=epoch(OLD))
-    corp.add_friend("wm-new", "guide-1", createtime=epoch(NOW))
-    corp.add_friend("wm-4", "guide-2", createtime=epoch(OLD))
-    await pool.execute(INSERT_CONFIG, tenant, corp.corp_id, SECRET)
-    staff = ["guide-1", "guide-2"] + (["guide-3"] if failing_staff else [])
-    for staff_id in staff:
-        await pool.execute(INSERT_STAFF, tenant, staff_id)
-    follows = [
-        ("wm-1", "guide-1", "active", OLD),
-        ("wm-3", "guide-1", "deleted", OLD - timedelta(hours=1)),
-        ("wm-cdel", "guide-1", "deleted", OLD + timedelta(hours=2)),
-        ("wm-4", "guide-2", "active", OLD),
-        ("wm-5", "guide-2", "active", OLD),
-        ("wm-6", "guide-2", "active", NOW),
-    ]
-    if failing_staff:
-        follows.append(("wm-7", "guide-3", "active", OLD))
-    for euid, staff_id, status, at in follows:
-        await pool.execute(INSERT_FOLLOW, tenant, euid, staff_id, status, at)
+
+    async def make(*, failing_staff: bool = True) -> None:
+        corp = await wecom_corp(tenant)
+        corp.add_friend("wm-1", "guide-1", createtime=epoch(OLD))
+        corp.add_friend(
+            "wm-2", "guide-1", createtime=epoch(OLD), state="store-sh-012", name="Two", unionid="oz-2"
+        )
+        corp.add_friend("wm-3", "guide-1", createtime=epoch(OLD), add_way=202)
+        corp.add_friend("wm-cdel", "guide-1", createtime=epoch(OLD))
+        corp.add_friend("wm-new", "guide-1", createtime=epoch(NOW))
+        corp.add_friend("wm-4", "guide-2", createtime=epoch(OLD))
+        staff = ["guide-1", "guide-2"] + (["guide-3"] if failing_staff else [])
+        for staff_id in staff:
+            await pg_pool.execute(INSERT_STAFF, tenant, staff_id)
+        follows = [
+            ("wm-1", "guide-1", "active", OLD),
+            ("wm-3", "guide-1", "deleted", OLD - timedelta(hours=1)),
+            ("wm-cdel", "guide-1", "deleted", OLD + timedelta(hours=2)),
+            ("wm-4", "guide-2", "active", OLD),
+            ("wm-5", "guide-2", "active", OLD),
+            ("wm-6", "guide-2", "active", NOW),
+        ]
+        if failing_staff:
+            follows.append(("wm-7", "guide-3", "active", OLD))
+        for euid, staff_id, status, at in follows:
+            await pg_pool.execute(INSERT_FOLLOW, tenant, euid, staff_id, status, at)
+
+    return make
 
 
 def by_staff(drift: Drift) -> dict[str, StaffDrift]:
@@ -134,30 +118,10 @@ def summary(staff: StaffDrift) -> dict[str, Any]:
     }
 
 
-async def tenant_events(bootstrap: str, topic: str, tenant: str) -> list[dict[str, Any]]:
-    """Every event of ``tenant`` on ``topic`` so far (the topic is shared by the session's tests)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out = []
-        async with asyncio.timeout(15):
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                for records in (await consumer.getmany(*tps, timeout_ms=200)).values():
-                    out.extend(r for r in records if r.key.startswith(f"{tenant}:".encode()))
-        return [json.loads(r.value) for r in out]
-    finally:
-        await consumer.stop()
-
-
 async def test_dry_run_reports_the_drift_and_publishes_nothing(
-    migrated: asyncpg.Pool, standin: StandInServer, wecom: WeComClient, tenant: str
+    migrated: asyncpg.Pool, drifted_tenant: Setup, wecom: WeComClient, tenant: str
 ) -> None:
-    await drifted_tenant(migrated, standin, tenant)
+    await drifted_tenant()
 
     drift = await reconcile(migrated, wecom, tenant, dry_run=True, now=NOW)
 
@@ -191,21 +155,20 @@ async def test_dry_run_reports_the_drift_and_publishes_nothing(
 async def test_reconcile_repairs_the_drift_through_the_event_path(
     contact_worker: None,
     pg_pool: asyncpg.Pool,
-    standin: StandInServer,
+    drifted_tenant: Setup,
     wecom: WeComClient,
     tenant: str,
-    kafka_bootstrap: str,
+    broker,
 ) -> None:
-    await drifted_tenant(pg_pool, standin, tenant)
+    await drifted_tenant()
 
     drift = await reconcile(pg_pool, wecom, tenant, now=NOW)
 
     assert drift.published == 3
     # The worker's relay publishes the outbox; its consume loop applies the events.
-    added_on_kafka = {
-        e["data"]["external_userid"]: e
-        for e in await _settled_events(pg_pool, kafka_bootstrap, tenant, "friend-added", 2)
-    }
+    published = await broker.published(pg_pool, "friend-added")
+    assert len(published) == 2
+    added_on_kafka = {e["data"]["external_userid"]: e for e in published}
     assert set(added_on_kafka) == {"wm-2", "wm-3"}
     two = added_on_kafka["wm-2"]
     assert (two["source"], two["tenant_id"], two["data"]["staff_id"]) == ("reconcile", tenant, "guide-1")
@@ -213,7 +176,7 @@ async def test_reconcile_repairs_the_drift_through_the_event_path(
     assert datetime.fromisoformat(two["data"]["added_at"]) == OLD
     assert (two["data"]["name"], two["data"]["unionid"]) == ("Two", "oz-2")
     assert added_on_kafka["wm-3"]["data"]["add_way"] == 202
-    deleted_on_kafka = await tenant_events(kafka_bootstrap, "friend-deleted", tenant)
+    deleted_on_kafka = await broker.read("friend-deleted")
     assert [e["data"]["external_userid"] for e in deleted_on_kafka] == ["wm-5"]
     deleted = deleted_on_kafka[0]
     assert deleted["source"] == "reconcile"
@@ -246,22 +209,10 @@ async def test_reconcile_repairs_the_drift_through_the_event_path(
     assert (again.missing_here, again.gone_on_wecom) == (0, 0)
 
 
-async def _settled_events(
-    pool: asyncpg.Pool, bootstrap: str, tenant: str, topic: str, expected: int
-) -> list[dict[str, Any]]:
-    async def relayed() -> bool:
-        return await pool.fetchval(SELECT_UNSENT) == 0
-
-    await wait_for(relayed, timeout=20)
-    events = await tenant_events(bootstrap, topic, tenant)
-    assert len(events) == expected
-    return events
-
-
 async def test_a_second_run_before_the_worker_caught_up_repeats_the_same_event_ids(
-    migrated: asyncpg.Pool, standin: StandInServer, wecom: WeComClient, tenant: str
+    migrated: asyncpg.Pool, drifted_tenant: Setup, wecom: WeComClient, tenant: str
 ) -> None:
-    await drifted_tenant(migrated, standin, tenant)
+    await drifted_tenant()
 
     await reconcile(migrated, wecom, tenant, now=NOW)
     first = await migrated.fetch(SELECT_OUTBOX)
@@ -275,12 +226,15 @@ async def test_a_second_run_before_the_worker_caught_up_repeats_the_same_event_i
 
 
 async def test_pages_of_a_busy_staff_member_are_all_compared(
-    migrated: asyncpg.Pool, standin: StandInServer, wecom: WeComClient, tenant: str
+    migrated: asyncpg.Pool,
+    standin: StandInServer,
+    wecom_corp: Callable[..., Awaitable[Corp]],
+    wecom: WeComClient,
+    tenant: str,
 ) -> None:
-    corp = standin.directory.add_corp(f"ww-{tenant}", SECRET)
+    corp = await wecom_corp(tenant)
     for i in range(250):  # three pages of 100
         corp.add_friend(f"wm-{i:03d}", "guide-1", createtime=epoch(OLD))
-    await migrated.execute(INSERT_CONFIG, tenant, corp.corp_id, SECRET)
     for i in range(0, 250, 2):
         await migrated.execute(INSERT_FOLLOW, tenant, f"wm-{i:03d}", "guide-1", "active", OLD)
     standin.directory.fail_next("externalcontact/batch/get_by_user", 45009)  # throttled once
@@ -305,9 +259,9 @@ async def test_a_tenant_without_a_secret_cannot_be_reconciled(
 
 
 async def test_refused_credentials_stop_the_run(
-    migrated: asyncpg.Pool, standin: StandInServer, wecom: WeComClient, tenant: str
+    migrated: asyncpg.Pool, drifted_tenant: Setup, standin: StandInServer, wecom: WeComClient, tenant: str
 ) -> None:
-    await drifted_tenant(migrated, standin, tenant)
+    await drifted_tenant()
     standin.directory.corps[f"ww-{tenant}"].secret = "rotated-on-wecom"
 
     with pytest.raises(WeComError) as caught:
@@ -337,13 +291,17 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
-async def test_cli_prints_the_drift_and_repairs_it(
-    migrated: asyncpg.Pool, standin: StandInServer, tenant: str, pg_dsn: str, pg_schema: str
-) -> None:
-    await drifted_tenant(migrated, standin, tenant, failing_staff=False)
-    env = {"SCRM_DATABASE_URL": pg_dsn, "SCRM_DB_SCHEMA": pg_schema, "SCRM_WECOM_API_BASE": standin.base_url}
+@pytest.fixture
+def cli_env(pg_dsn: str, pg_schema: str, standin: StandInServer) -> dict[str, str]:
+    """The command line's settings: this test's schema and the stand-in."""
+    return {"SCRM_DATABASE_URL": pg_dsn, "SCRM_DB_SCHEMA": pg_schema, "SCRM_WECOM_API_BASE": standin.base_url}
 
-    code, out = await run_cli("reconcile", "--tenant", tenant, "--dry-run", env=env)
+
+async def test_cli_prints_the_drift_and_repairs_it(
+    migrated: asyncpg.Pool, drifted_tenant: Setup, tenant: str, cli_env: dict[str, str]
+) -> None:
+    await drifted_tenant(failing_staff=False)
+    code, out = await run_cli("reconcile", "--tenant", tenant, "--dry-run", env=cli_env)
 
     assert code == 0, out
     assert "staff=2 drifted=2 failed=0 missing_here=2 gone_on_wecom=1 ended_here=1 recent=2" in out
@@ -352,7 +310,7 @@ async def test_cli_prints_the_drift_and_repairs_it(
     assert "wm-" not in out  # customers are counted, never named
     assert await migrated.fetch(SELECT_OUTBOX) == []
 
-    code, out = await run_cli("reconcile", "--tenant", tenant, env=env)
+    code, out = await run_cli("reconcile", "--tenant", tenant, env=cli_env)
 
     assert code == 0, out
     assert "published=3" in out
@@ -364,15 +322,13 @@ async def test_cli_prints_the_drift_and_repairs_it(
 
 
 async def test_cli_exit_codes(
-    migrated: asyncpg.Pool, standin: StandInServer, tenant: str, pg_dsn: str, pg_schema: str
+    migrated: asyncpg.Pool, drifted_tenant: Setup, tenant: str, cli_env: dict[str, str]
 ) -> None:
-    env = {"SCRM_DATABASE_URL": pg_dsn, "SCRM_DB_SCHEMA": pg_schema, "SCRM_WECOM_API_BASE": standin.base_url}
-
-    code, out = await run_cli("reconcile", "--tenant", tenant, "--dry-run", env=env)
+    code, out = await run_cli("reconcile", "--tenant", tenant, "--dry-run", env=cli_env)
     assert code == 2
     assert "no WeCom app secret" in out
 
-    await drifted_tenant(migrated, standin, tenant)  # guide-3 is unknown to WeCom
-    code, out = await run_cli("reconcile", "--tenant", tenant, "--dry-run", env=env)
+    await drifted_tenant()  # guide-3 is unknown to WeCom
+    code, out = await run_cli("reconcile", "--tenant", tenant, "--dry-run", env=cli_env)
     assert code == 1
     assert "failed=1" in out and "errcode 60111" in out

@@ -2,99 +2,35 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from scrm_shared.events import ContactUpdatedEvent, FriendAddedEvent, TransferFailedEvent, new_event
-from scrm_shared.events.envelope import EventEnvelope
-from scrm_shared.kafka.producer import create_producer
-from scrm_shared.testing.plugin import read_topic, wait_for
+from scrm_shared.events import TransferFailedEvent, new_event
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 
 
-async def produce(bootstrap: str, *events: EventEnvelope) -> None:
-    producer = create_producer(bootstrap)
-    await producer.start()
-    try:
-        for e in events:
-            await producer.send_and_wait(e.type, e.to_bytes(), key=e.key())
-    finally:
-        await producer.stop()
-
-
-def added(tenant: str, euid: str, staff: str, **data) -> FriendAddedEvent:
-    return new_event(
-        FriendAddedEvent,
-        tenant_id=tenant,
-        source="wecom-callback",
-        data={"external_userid": euid, "staff_id": staff, "added_at": T0, **data},
-    )
-
-
-async def consumed(client: httpx.AsyncClient, headers: dict[str, str], expected: dict[str, int]) -> None:
-    async def done() -> bool:
-        body = (await client.get("/v1/ingest/stats", headers=headers)).json()
-        counts = {t["event_type"]: t["consumed"] for t in body["topics"]}
-        return all(counts.get(k, 0) == v for k, v in expected.items())
-
-    await wait_for(done, timeout=30, interval=0.1)
-
-
-async def published(bootstrap: str, pool, topic: str, tenant: str) -> list[dict]:
-    """Every event of ``tenant`` on ``topic``, once the outbox has relayed all it holds."""
-
-    async def relayed() -> bool:
-        return await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
-
-    await wait_for(relayed, timeout=30, interval=0.05)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        total = sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
-    records = await read_topic(bootstrap, topic, total, exact=True) if total else []
-    return [json.loads(r.value) for r in records if r.key.startswith(f"{tenant}:".encode())]
-
-
-async def follows_of(client: httpx.AsyncClient, headers: dict[str, str], euid: str) -> dict[str, dict]:
-    resp = await client.get("/v1/contacts", params={"external_userid": euid}, headers=headers)
-    (item,) = resp.json()["items"]
-    return {f["staff_id"]: f for f in item["follows"]}
+def by_staff(contact: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["staff_id"]: f for f in contact["follows"]}
 
 
 async def test_transfer_moves_follows_records_and_publishes(
-    client, auth, contact_worker, contact_app, tenant, kafka_bootstrap
+    client, auth, contact_worker, contact_app, tenant, events, broker, api
 ):
     operator = auth(tenant, "operator")
-    await produce(
-        kafka_bootstrap,
-        added(tenant, "wm-1", "giver", state="poster-1"),
-        added(tenant, "wm-2", "giver"),
-        added(tenant, "wm-3", "giver"),
-        new_event(
-            ContactUpdatedEvent,
-            tenant_id=tenant,
-            source="wecom-callback",
-            data={
-                "external_userid": "wm-1",
-                "staff_id": "giver",
-                "changed": ["remark"],
-                "remark": "VIP 老客",
-                "updated_at": T0 + timedelta(minutes=1),
-            },
+    await broker.produce(
+        events.added("wm-1", "giver", T0, state="poster-1"),
+        events.added("wm-2", "giver", T0),
+        events.added("wm-3", "giver", T0),
+        events.updated(
+            "wm-1", T0 + timedelta(minutes=1), staff_id="giver", changed=["remark"], remark="VIP 老客"
         ),
     )
-    await consumed(client, operator, {"friend-added": 3, "contact-updated": 1})
+    await api.consumed(operator, {"friend-added": 3, "contact-updated": 1})
 
     body = {
         "from_staff": "giver",
@@ -115,7 +51,7 @@ async def test_transfer_moves_follows_records_and_publishes(
         ("wm-2", "waiting"),
     ]
 
-    moved = await follows_of(client, operator, "wm-1")
+    moved = by_staff(await api.contact(operator, "wm-1"))
     assert moved["giver"]["status"] == "deleted" and moved["giver"]["deleted_by"] == "staff"
     assert moved["taker"]["status"] == "active"
     assert moved["taker"]["state"] == "poster-1"  # the channel that brought the friend stays
@@ -135,15 +71,14 @@ async def test_transfer_moves_follows_records_and_publishes(
     ).status_code == 404
     assert (await client.get("/v1/transfers/nope", headers=operator)).status_code == 404
 
-    (event,) = await published(kafka_bootstrap, contact_app.state.pool, "contacts-transferred", tenant)
+    (event,) = await broker.published(contact_app.state.pool, "contacts-transferred")
     assert event["type"] == "contacts-transferred"
     assert event["data"]["transfer_id"] == transfer["transfer_id"]
     assert event["data"]["external_userids"] == ["wm-1", "wm-2"]
     assert event["data"]["kind"] == "resigned"
 
     # WeCom reports the hand-over of wm-2 failed: it stays with the giver
-    await produce(
-        kafka_bootstrap,
+    await broker.produce(
         new_event(
             TransferFailedEvent,
             tenant_id=tenant,
@@ -156,26 +91,25 @@ async def test_transfer_moves_follows_records_and_publishes(
             },
         ),
     )
-    await consumed(client, operator, {"transfer-failed": 1})
+    await api.consumed(operator, {"transfer-failed": 1})
     items = (await client.get(f"/v1/transfers/{transfer['transfer_id']}", headers=operator)).json()["items"]
     assert [(i["external_userid"], i["status"], i["fail_reason"]) for i in items] == [
         ("wm-1", "waiting", None),
         ("wm-2", "failed", "customer_refused"),
     ]
-    back = await follows_of(client, operator, "wm-2")
+    back = by_staff(await api.contact(operator, "wm-2"))
     assert back["giver"]["status"] == "active"
     assert back["taker"]["status"] == "deleted" and back["taker"]["deleted_by"] == "customer"
 
 
-async def test_transfer_rules_422_and_409(client, auth, contact_worker, tenant, kafka_bootstrap):
+async def test_transfer_rules_422_and_409(client, auth, contact_worker, tenant, events, broker, api):
     admin = auth(tenant, "admin")
-    await produce(
-        kafka_bootstrap,
-        added(tenant, "wm-1", "a"),
-        added(tenant, "wm-2", "a"),
-        added(tenant, "wm-3", "b"),
+    await broker.produce(
+        events.added("wm-1", "a", T0),
+        events.added("wm-2", "a", T0),
+        events.added("wm-3", "b", T0),
     )
-    await consumed(client, admin, {"friend-added": 3})
+    await api.consumed(admin, {"friend-added": 3})
 
     def transfer(src: str, dst: str, *ids: str) -> dict:
         return {"from_staff": src, "to_staff": dst, "external_userids": list(ids), "kind": "on_duty"}
@@ -211,7 +145,7 @@ async def test_transfer_rules_422_and_409(client, auth, contact_worker, tenant, 
     assert third.json()["customers"] == ["wm-1"]
     assert "90 days" in third.json()["detail"]
     for euid in ("wm-1", "wm-2"):
-        follows = await follows_of(client, admin, euid)
+        follows = by_staff(await api.contact(admin, euid))
         assert follows["a"]["status"] == "active"
         assert follows.get("c", {"status": "deleted"})["status"] == "deleted"
 

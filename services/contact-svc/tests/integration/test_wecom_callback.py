@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
 from contact_svc.config import ContactSettings
 from contact_svc.wecom.crypto import WeComCrypto, signature
@@ -113,24 +113,10 @@ async def outbox(db: asyncpg.Connection) -> list[asyncpg.Record]:
     return await db.fetch("SELECT topic, key, event_id FROM outbox ORDER BY id")
 
 
-async def end_total(bootstrap: str, topic: str) -> int:
-    """How many records ``topic`` holds now (the sum of its partitions' end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
-
-
-async def new_records(
-    bootstrap: str, topic: str, before: int, expected: int, tenant: str
-) -> list[ConsumerRecord]:
+async def new_records(broker, topic: str, before: int, expected: int) -> list[ConsumerRecord]:
     """The ``expected`` records published after ``before``, all of them this tenant's (exactly)."""
-    records = await read_topic(bootstrap, topic, before + expected, exact=True)
-    ours = [r for r in records if r.key.decode().startswith(f"{tenant}:")]
+    records = await read_topic(broker.bootstrap, topic, before + expected, exact=True)
+    ours = [r for r in records if r.key.decode().startswith(f"{broker.tenant}:")]
     assert len(ours) == expected, [r.key for r in ours]
     return ours
 
@@ -192,10 +178,10 @@ async def test_url_verification_refusals(wecom: WeCom, client: httpx.AsyncClient
 
 
 async def test_add_external_contact_becomes_a_friend_added_event(
-    wecom: WeCom, db: asyncpg.Connection, kafka_bootstrap: str
+    wecom: WeCom, db: asyncpg.Connection, broker
 ):
     customer = f"wm{uuid.uuid4().hex}"
-    before = await end_total(kafka_bootstrap, "friend-added")
+    before = await broker.end_total("friend-added")
     payload = change(
         "add_external_contact",
         wecom.corp_id,
@@ -209,7 +195,7 @@ async def test_add_external_contact_becomes_a_friend_added_event(
     assert response.text == "success"
     assert response.headers["content-type"].startswith("text/plain")
 
-    [record] = await new_records(kafka_bootstrap, "friend-added", before, 1, wecom.tenant)
+    [record] = await new_records(broker, "friend-added", before, 1)
     assert record.key == f"{wecom.tenant}:{customer}".encode()
     envelope_json = json.loads(record.value)
     assert set(envelope_json) == {"event_id", "type", "version", "tenant_id", "occurred_at", "source", "data"}
@@ -234,11 +220,9 @@ async def test_add_external_contact_becomes_a_friend_added_event(
     assert len(row["payload_hash"]) == 64
 
 
-async def test_a_retried_callback_yields_one_event(
-    wecom: WeCom, db: asyncpg.Connection, kafka_bootstrap: str
-):
+async def test_a_retried_callback_yields_one_event(wecom: WeCom, db: asyncpg.Connection, broker):
     customer = f"wm{uuid.uuid4().hex}"
-    before = await end_total(kafka_bootstrap, "friend-added")
+    before = await broker.end_total("friend-added")
     payload = change("add_external_contact", wecom.corp_id, UserID="zhang.wei", ExternalUserID=customer)
     # WeCom's retry: the same decrypted payload (re-encrypted with a new nonce, or byte-identical).
     params, body = wecom.request(payload)
@@ -255,15 +239,13 @@ async def test_a_retried_callback_yields_one_event(
         change("add_external_contact", wecom.corp_id, UserID="zhang.wei", ExternalUserID=sentinel)
     )
 
-    records = await new_records(kafka_bootstrap, "friend-added", before, 2, wecom.tenant)
+    records = await new_records(broker, "friend-added", before, 2)
     assert [r.key for r in records].count(f"{wecom.tenant}:{customer}".encode()) == 1
     assert len(await archived(db, wecom.tenant)) == 2
     assert len(await outbox(db)) == 2
 
 
-async def test_every_change_type_reaches_its_topic(
-    wecom: WeCom, db: asyncpg.Connection, kafka_bootstrap: str
-):
+async def test_every_change_type_reaches_its_topic(wecom: WeCom, db: asyncpg.Connection, broker):
     cases = [
         ("add_external_contact", "friend-added", {"State": "poster-618", "WelcomeCode": "WC1"}),
         ("add_half_external_contact", "friend-added", {"State": "poster-618", "WelcomeCode": "WC2"}),
@@ -273,7 +255,7 @@ async def test_every_change_type_reaches_its_topic(
         ("transfer_fail", "transfer-failed", {"FailReason": "customer_refused"}),
     ]
     topics = sorted({topic for _, topic, _ in cases})
-    before = {topic: await end_total(kafka_bootstrap, topic) for topic in topics}
+    before = {topic: await broker.end_total(topic) for topic in topics}
     customers = {}
     for change_type, _, extra in cases:
         customers[change_type] = f"wm{uuid.uuid4().hex}"
@@ -286,7 +268,7 @@ async def test_every_change_type_reaches_its_topic(
     seen = {}
     for topic in topics:
         expected = sum(1 for _, t, _ in cases if t == topic)
-        for record in await new_records(kafka_bootstrap, topic, before[topic], expected, wecom.tenant):
+        for record in await new_records(broker, topic, before[topic], expected):
             event = parse_event(topic, record.value)
             seen[event.data.external_userid] = (topic, event)
 

@@ -15,6 +15,12 @@ def test_port_defaults_and_env_override(monkeypatch):
 
 
 def test_worker_owns_its_topics_and_schema():
-    assert set(TOPICS) == {"friend-added", "friend-deleted", "contact-updated", "transfer-failed", "order-placed"}
+    assert set(TOPICS) == {
+        "friend-added",
+        "friend-deleted",
+        "contact-updated",
+        "transfer-failed",
+        "order-placed",
+    }
     assert SPEC.schema == "contact"
     assert sorted(p.name for p in SPEC.migrations.glob("*.sql"))[0] == "0001_init.sql"

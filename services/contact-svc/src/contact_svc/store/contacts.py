@@ -52,7 +52,9 @@ ORDER BY COALESCE(c.first_added_at, '-infinity'::timestamptz) DESC, c.contact_id
 LIMIT $13
 """
 
-# The same as LIST_CONTACTS_DESC, oldest first.
+# The same as LIST_CONTACTS_DESC, oldest first. Two whole statements rather than one: SQL is never
+# built from strings, and a sort direction chosen by a parameter would keep the planner from
+# walking contacts_tenant_sort_idx for the keyset.
 LIST_CONTACTS_ASC = """
 SELECT c.contact_id, c.external_userid, c.name, c.avatar, c.gender, c.unionid, c.status, c.first_added_at
 FROM contacts c

@@ -1,96 +1,34 @@
-"""Client of WeCom's server API (企业微信服务端API): the external-contact calls contact-svc needs.
-
-One :class:`WeComClient` (one ``httpx.AsyncClient``) serves every tenant; :meth:`WeComClient.corp`
-binds a corp's credentials::
-
-    async with WeComClient(settings.wecom_api_base) as wecom:
-        corp = wecom.corp(corp_id, secret)
-        detail = await corp.get_external_contact(external_userid)
-        async for item in corp.iter_contacts_by_user(["guide-1"]):
-            ...
-
-What the client takes care of:
-
-- ``gettoken``: one access_token per corp and secret, cached until ``expires_in`` minus a safety
-  margin, fetched once by concurrent callers; an ``errcode`` 40014 (invalid) or 42001 (expired)
-  drops it and the call is repeated once with a fresh token.
-- ``errcode`` 45009 (frequency limit), 45033 (concurrency limit), -1 (system busy), transport
-  errors and HTTP 5xx are retried with exponential backoff and jitter, up to
-  :attr:`RetryPolicy.attempts` tries; then, and for every other non-zero ``errcode``, a typed
-  :class:`WeComError` is raised.
-
-Personal data: requests carry secrets, tokens and customer ids in their query strings, and
-responses carry names and avatars. Nothing here logs them: errors carry the ``errcode`` and API
-name only (WeCom's ``errmsg`` stays on the exception, out of its text), the response models hide
-personal fields from ``repr``, and httpx's own request log line loses its query string.
-"""
+"""The client: one HTTP client, token cache and retry loop shared by every corp, and the
+external-contact calls of one corp (:class:`CorpClient`)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import httpx
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "NOT_FOUND_ERRCODES",
-    "RETRYABLE_ERRCODES",
-    "TOKEN_INVALID_ERRCODES",
-    "ContactByUser",
-    "ContactDetail",
-    "ContactsPage",
-    "CorpClient",
-    "ExternalContact",
-    "FollowInfo",
-    "RetryPolicy",
-    "WeComClient",
-    "WeComError",
-    "WeComTokenError",
-    "WeComTransportError",
-]
-
-# ---------------------------------------------------------------------------------------------
-# Error codes (WeCom's global return codes; programs must decide on errcode, never on errmsg)
-# ---------------------------------------------------------------------------------------------
-
-SYSTEM_BUSY = -1
-FREQUENCY_LIMIT = 45009  # 接口调用超过限制
-CONCURRENCY_LIMIT = 45033  # 接口并发调用超过限制
-RETRYABLE_ERRCODES: frozenset[int] = frozenset({SYSTEM_BUSY, FREQUENCY_LIMIT, CONCURRENCY_LIMIT})
-"""Transient: the same request may succeed a little later."""
-
-INVALID_TOKEN = 40014  # 不合法的access_token
-EXPIRED_TOKEN = 42001  # access_token已过期
-TOKEN_INVALID_ERRCODES: frozenset[int] = frozenset({INVALID_TOKEN, EXPIRED_TOKEN})
-"""The access_token is no good any more: fetch a new one and repeat the call once."""
-
-NOT_EXTERNAL_CONTACT = 84061  # 不存在外部联系人的关系
-INVALID_EXTERNAL_USERID = 40096  # 不合法的外部联系人userid
-NOT_FOUND_ERRCODES: frozenset[int] = frozenset({NOT_EXTERNAL_CONTACT, INVALID_EXTERNAL_USERID})
-"""The external contact does not exist (any more) for this corp: asking again will not help."""
-
-INVALID_SECRET = 40001
-INVALID_CORPID = 40013
-API_FORBIDDEN = 48002  # API接口无权限调用
-NO_PRIVILEGE = 60011  # 指定的成员/部门/标签参数无权限
-IP_NOT_ALLOWED = 60020  # 不安全的访问IP
-CORP_ERRCODES: frozenset[int] = frozenset(
-    {INVALID_SECRET, INVALID_CORPID, API_FORBIDDEN, NO_PRIVILEGE, IP_NOT_ALLOWED}
+from contact_svc.wecom.client.errors import (
+    RETRYABLE_ERRCODES,
+    SYSTEM_BUSY,
+    TOKEN_INVALID_ERRCODES,
+    WeComError,
+    WeComTokenError,
+    WeComTransportError,
 )
-"""The corp's credentials or permissions are wrong: every call of this corp will fail alike."""
+from contact_svc.wecom.client.models import ContactByUser, ContactDetail, ContactsPage, FollowInfo, parse
+from contact_svc.wecom.client.retry import RetryPolicy
+from contact_svc.wecom.client.tokens import Token, TokenSlot, token_key
 
-INVALID_USERID = 60111  # UserID不存在
+# The name it had before the client became a package, so logging configuration keeps applying.
+log = logging.getLogger("contact_svc.wecom.client")
 
 WECOM_API_CALLS = Counter(
     "scrm_wecom_api_calls_total",
@@ -108,152 +46,6 @@ BATCH_LIMIT_MAX = 100  # batch/get_by_user: at most 100 records per page and 100
 # Bound on the pages of one listing, so that a server which keeps returning cursors cannot keep
 # us looping: 10k pages of 100 are far more friends than WeCom lets one staff member have.
 MAX_PAGES = 10_000
-
-
-class WeComError(Exception):
-    """WeCom answered with a non-zero ``errcode`` (or could not be reached: see subclasses).
-
-    ``str()`` carries the API and errcode only: WeCom's ``errmsg`` may echo request parameters,
-    so it stays in :attr:`errmsg` for whoever knows it is safe to show.
-    """
-
-    def __init__(self, errcode: int, errmsg: str = "", *, api: str = "") -> None:
-        super().__init__(f"WeCom {api or 'API'} errcode {errcode}")
-        self.errcode = errcode
-        self.errmsg = errmsg
-        self.api = api
-
-    @property
-    def retryable(self) -> bool:
-        """A transient error (rate limit, busy, unreachable) that outlived the client's retries."""
-        return self.errcode in RETRYABLE_ERRCODES
-
-    @property
-    def not_found(self) -> bool:
-        """The external contact does not exist for this corp."""
-        return self.errcode in NOT_FOUND_ERRCODES
-
-    @property
-    def corp_level(self) -> bool:
-        """The corp's credentials or permissions are at fault: other calls of the corp fail too."""
-        return self.errcode in CORP_ERRCODES
-
-
-class WeComTokenError(WeComError):
-    """``gettoken`` failed: the corp's credentials were refused (wrong corp id or secret, no
-    permission), or WeCom stayed busy through the retries (then :attr:`retryable`)."""
-
-    @property
-    def corp_level(self) -> bool:
-        return not self.retryable
-
-
-class WeComTransportError(WeComError):
-    """WeCom could not be reached or answered garbage, after the retries (errcode -1: busy)."""
-
-    def __init__(self, reason: str, *, api: str = "") -> None:
-        super().__init__(SYSTEM_BUSY, reason, api=api)
-        self.reason = reason
-
-
-# ---------------------------------------------------------------------------------------------
-# Response models (only the fields we use; WeCom adds fields over time and extra ones are ignored)
-# ---------------------------------------------------------------------------------------------
-
-
-class _WeComModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class ExternalContact(_WeComModel):
-    """A customer as WeCom describes it (``external_contact``).
-
-    Personal fields are left out of ``repr`` so that they never reach a log through a traceback.
-    """
-
-    external_userid: str = Field(repr=False)
-    name: str | None = Field(default=None, repr=False)
-    avatar: str | None = Field(default=None, repr=False)
-    type: int | None = Field(default=None, description="1 WeChat user, 2 WeCom user.")
-    gender: int | None = Field(default=None, repr=False, description="0 unknown, 1 male, 2 female.")
-    unionid: str | None = Field(default=None, repr=False)
-    corp_name: str | None = Field(default=None, repr=False)
-    position: str | None = Field(default=None, repr=False)
-
-
-class FollowInfo(_WeComModel):
-    """One staff member's relation to a customer (``follow_user[]`` / ``follow_info``)."""
-
-    userid: str
-    remark: str | None = Field(default=None, repr=False)
-    description: str | None = Field(default=None, repr=False)
-    createtime: int = Field(default=0, description="Unix seconds the friendship was created.")
-    state: str | None = Field(default=None, description="The channel QR code's state.")
-    add_way: int | None = None
-    oper_userid: str | None = Field(default=None, repr=False)
-    # externalcontact/get lists tags as objects, batch/get_by_user as ids (tag_id).
-    tag_id: list[str] = Field(default_factory=list)
-
-
-class ContactDetail(_WeComModel):
-    """``externalcontact/get``: the customer and every staff member following it."""
-
-    external_contact: ExternalContact
-    follow_user: list[FollowInfo] = Field(default_factory=list)
-
-
-class ContactByUser(_WeComModel):
-    """One record of ``externalcontact/batch/get_by_user``: a customer and one staff's relation."""
-
-    external_contact: ExternalContact
-    follow_info: FollowInfo
-
-
-class ContactsPage(_WeComModel):
-    """One page of ``externalcontact/batch/get_by_user``; ``next_cursor`` is empty on the last."""
-
-    external_contact_list: list[ContactByUser] = Field(default_factory=list)
-    next_cursor: str = ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Retry policy
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently transient failures are retried.
-
-    ``attempts`` counts tries (1 = no retry). Before try ``n + 1`` the client waits
-    ``min(max_delay, base_delay * 2**(n-1))``, half of it fixed and half random ("equal jitter"),
-    so that workers throttled together do not come back together.
-    """
-
-    attempts: int = 4
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("attempts must be at least 1")
-
-    def delay(self, retry: int, rng: random.Random) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        ceiling = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
-@dataclass
-class _Token:
-    value: str
-    expires_at: float
-
-
-@dataclass
-class _TokenSlot:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    token: _Token | None = None
 
 
 class _DropQueryStrings(logging.Filter):
@@ -275,11 +67,6 @@ def _install_query_filter() -> None:
     logger = logging.getLogger("httpx")
     if _QUERY_FILTER not in logger.filters:
         logger.addFilter(_QUERY_FILTER)
-
-
-# ---------------------------------------------------------------------------------------------
-# The client
-# ---------------------------------------------------------------------------------------------
 
 
 class WeComClient:
@@ -309,7 +96,7 @@ class WeComClient:
         self._http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._tokens: dict[tuple[str, str], _TokenSlot] = {}
+        self._tokens: dict[tuple[str, str], TokenSlot] = {}
 
     async def __aenter__(self) -> Self:
         return self
@@ -335,7 +122,7 @@ class WeComClient:
 
         Raises :class:`WeComTokenError` when WeCom refuses the credentials.
         """
-        slot = self._tokens.setdefault(_token_key(corp_id, secret), _TokenSlot())
+        slot = self._tokens.setdefault(token_key(corp_id, secret), TokenSlot())
         token = slot.token
         if token is not None and self._clock() < token.expires_at:
             return token.value
@@ -354,11 +141,11 @@ class WeComClient:
                 raise WeComTransportError("gettoken answered without a usable token", api=API_GETTOKEN)
             # Keep the margin, but never let it eat more than half of a short lifetime.
             lifetime = expires_in - min(self.token_margin, expires_in / 2)
-            slot.token = _Token(value, self._clock() + lifetime)
+            slot.token = Token(value, self._clock() + lifetime)
             return value
 
     def _drop_token(self, corp_id: str, secret: str, value: str) -> None:
-        slot = self._tokens.get(_token_key(corp_id, secret))
+        slot = self._tokens.get(token_key(corp_id, secret))
         # Only the token that failed: a concurrent caller may already have fetched a new one.
         if slot is not None and slot.token is not None and slot.token.value == value:
             slot.token = None
@@ -457,7 +244,7 @@ class CorpClient:
             if cursor:
                 params["cursor"] = cursor
             payload = await self.client.call(self.corp_id, self.secret, "GET", API_GET_CONTACT, params=params)
-            page = _parse(ContactDetail, payload, API_GET_CONTACT)
+            page = parse(ContactDetail, payload, API_GET_CONTACT)
             detail = detail or page
             follows.extend(page.follow_user)
             cursor = str(payload.get("next_cursor") or "")
@@ -478,7 +265,7 @@ class CorpClient:
             "limit": max(1, min(limit, BATCH_LIMIT_MAX)),
         }
         payload = await self.client.call(self.corp_id, self.secret, "POST", API_BATCH_BY_USER, body=body)
-        return _parse(ContactsPage, payload, API_BATCH_BY_USER)
+        return parse(ContactsPage, payload, API_BATCH_BY_USER)
 
     async def iter_contacts_by_user(
         self, userids: Sequence[str], *, limit: int = BATCH_LIMIT_MAX
@@ -505,17 +292,6 @@ class CorpClient:
                 "externalcontact/list answered an unexpected shape", api=API_LIST_CONTACTS
             )
         return list(ids)
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _token_key(corp_id: str, secret: str) -> tuple[str, str]:
-    # Per corp, and per secret too: a tenant that rotates its secret must not keep using a token
-    # of the old one. Only a digest of the secret is kept as a key.
-    return corp_id, hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
 def _errcode(payload: dict[str, Any]) -> int:
@@ -545,14 +321,3 @@ def _json_object(response: httpx.Response, api: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise WeComTransportError("answer is not a JSON object", api=api)
     return payload
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _parse(model: type[M], payload: dict[str, Any], api: str) -> M:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        # The validation error would quote the offending values (names, ids): keep only its size.
-        raise WeComTransportError(f"unexpected answer shape ({exc.error_count()} errors)", api=api) from None
