@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import faust
 import httpx
 import pytest
 
@@ -15,8 +16,10 @@ from scrm_shared.events import FriendAddedEvent, new_event
 from scrm_shared.kafka.producer import create_producer
 from scrm_shared.kafka.topics import ensure_topics, platform_topics
 from scrm_shared.service import ServiceSettings, ServiceSpec, create_service_app
+from scrm_shared.service.faust_host import add_timer, create_faust_app
 from scrm_shared.service.tally import ingest_router, tally_handler
-from scrm_shared.service.worker import serve_worker
+from scrm_shared.service.worker import WorkerDeps, serve_worker
+from scrm_shared.testing.infra import free_port, port_open
 from scrm_shared.testing.plugin import wait_for
 
 pytestmark = pytest.mark.integration
@@ -131,3 +134,49 @@ async def test_worker_tallies_each_event_once_per_tenant(spec, settings, kafka_b
     finally:
         stop.set()
         await asyncio.wait_for(worker, 15)
+
+
+async def test_worker_hosts_a_faust_app_whose_timers_run_beside_the_batch_loop(
+    spec, settings, kafka_bootstrap, tmp_path
+):
+    settings = settings.model_copy(
+        update={"faust_datadir": str(tmp_path / "faust"), "faust_web_port": free_port(), "port": free_port()}
+    )
+    ticks: list[int] = []
+
+    def build_faust(deps: WorkerDeps) -> faust.App:
+        app = create_faust_app(f"test-{uuid.uuid4().hex[:6]}", deps.settings)
+
+        async def tick() -> None:
+            ticks.append(await deps.pool.fetchval("SELECT count(*) FROM widget"))
+
+        add_timer(app, 0.1, tick, name="count_widgets")
+        return app
+
+    stop = asyncio.Event()
+    worker = asyncio.create_task(
+        serve_worker(
+            spec,
+            settings,
+            topics=["friend-added"],
+            build_handler=tally_handler,
+            stop=stop,
+            group_id=f"g-{uuid.uuid4().hex[:8]}",
+            faust_app=build_faust,
+        )
+    )
+    try:
+
+        async def ticked() -> bool:
+            if worker.done():
+                worker.result()
+            return len(ticks) >= 3
+
+        await wait_for(ticked, timeout=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 20)
+    stopped_at = len(ticks)
+    assert ticks[:3] == [0, 0, 0]  # the timer reached the service's database through its deps
+    assert not port_open("127.0.0.1", settings.effective_faust_web_port)
+    assert len(ticks) == stopped_at  # no timer runs after the worker returned

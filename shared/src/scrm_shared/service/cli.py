@@ -8,7 +8,7 @@ import typer
 
 from scrm_shared.service.app import ServiceSpec, create_service_app, run_api
 from scrm_shared.service.settings import ServiceSettings
-from scrm_shared.service.worker import BackgroundTask, HandlerBuilder, run_worker
+from scrm_shared.service.worker import BackgroundTask, FaustBuilder, HandlerBuilder, run_worker
 
 
 def service_cli(
@@ -18,6 +18,7 @@ def service_cli(
     topics: Sequence[str],
     build_handler: HandlerBuilder,
     background: Sequence[BackgroundTask] = (),
+    faust_app: FaustBuilder | None = None,
 ) -> typer.Typer:
     """A typer app with the service's two process kinds; settings are built at command time."""
     cli = typer.Typer(help=f"{spec.name}: {spec.description}", no_args_is_help=True)
@@ -32,7 +33,12 @@ def service_cli(
     def worker() -> None:
         """Consume this service's topics through the shared batch loop."""
         run_worker(
-            spec, settings_factory(), topics=topics, build_handler=build_handler, background=background
+            spec,
+            settings_factory(),
+            topics=topics,
+            build_handler=build_handler,
+            background=background,
+            faust_app=faust_app,
         )
 
     return cli

@@ -20,6 +20,14 @@ class ServiceSettings(PlatformSettings):
     # How long a starting process waits for PostgreSQL and Kafka before giving up.
     startup_wait_seconds: float = 90.0
 
+    # faust (hosting timers/agents of a worker) keeps local data here and serves on port + 200.
+    faust_datadir: str = ".scrm/faust"
+    faust_web_port: int | None = None
+
     @property
     def effective_worker_metrics_port(self) -> int:
         return self.worker_metrics_port or self.port + 100
+
+    @property
+    def effective_faust_web_port(self) -> int:
+        return self.faust_web_port or self.port + 200

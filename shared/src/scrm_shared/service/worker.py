@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+import faust
 from aiokafka import AIOKafkaProducer
 from prometheus_client import start_http_server
 
@@ -37,6 +38,8 @@ HandlerBuilder = Callable[[WorkerDeps], Handler]
 # A long-running task of the worker beside the consume loop (e.g. enrichment, schedules); it must
 # return once ``stop`` is set.
 BackgroundTask = Callable[[WorkerDeps, asyncio.Event], Awaitable[None]]
+# Builds the worker's faust app (timers, agents, tables) once the pool and producer exist.
+FaustBuilder = Callable[[WorkerDeps], faust.App]
 
 
 async def serve_worker(
@@ -48,8 +51,10 @@ async def serve_worker(
     stop: asyncio.Event,
     group_id: str | None = None,
     background: Sequence[BackgroundTask] = (),
+    faust_app: FaustBuilder | None = None,
 ) -> None:
-    """Run the consume loop, the outbox relay and ``background`` tasks until ``stop`` is set."""
+    """Run the consume loop, the outbox relay, ``background`` tasks and the faust app (if any)
+    until ``stop`` is set."""
     infra = await start_infra(
         settings, service=spec.name, schema=settings.db_schema or spec.schema, migrations=spec.migrations
     )
@@ -63,7 +68,10 @@ async def serve_worker(
         service=spec.name,
     )
     relay = OutboxRelay(infra.pool, infra.producer, service=spec.name)
+    app = faust_app(deps) if faust_app is not None else None
     try:
+        if app is not None:
+            await app.start()
         await consumer.start()
         log.info("worker consuming", extra={"topics": list(topics), "group": consumer.group_id})
         async with asyncio.TaskGroup() as tasks:
@@ -73,6 +81,8 @@ async def serve_worker(
                 tasks.create_task(task(deps, stop))
     finally:
         await consumer.stop()
+        if app is not None:
+            await app.stop()
         await infra.close()
 
 
@@ -83,6 +93,7 @@ def run_worker(
     topics: Sequence[str],
     build_handler: HandlerBuilder,
     background: Sequence[BackgroundTask] = (),
+    faust_app: FaustBuilder | None = None,
 ) -> None:
     """Blocking entry point of ``<service> worker``: stops cleanly on SIGINT/SIGTERM."""
     telemetry.setup(spec.name, settings)
@@ -94,7 +105,13 @@ def run_worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await serve_worker(
-            spec, settings, topics=topics, build_handler=build_handler, stop=stop, background=background
+            spec,
+            settings,
+            topics=topics,
+            build_handler=build_handler,
+            stop=stop,
+            background=background,
+            faust_app=faust_app,
         )
 
     with contextlib.suppress(KeyboardInterrupt):
