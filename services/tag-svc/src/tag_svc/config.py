@@ -1,6 +1,8 @@
-"""Settings of tag-svc (env prefix SCRM_; port from SCRM_TAG_PORT)."""
+"""Settings of tag-svc (env prefix SCRM_; port from SCRM_TAG_PORT, the rest SCRM_TAG_*)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 
@@ -9,3 +11,26 @@ from scrm_shared.service import ServiceSettings
 
 class TagSettings(ServiceSettings):
     port: int = Field(default=8002, validation_alias=AliasChoices("SCRM_TAG_PORT"))
+
+    # Bulk tag jobs: contacts per transaction, and how often an idle runner looks for new jobs.
+    tag_job_chunk_size: int = Field(default=1000, ge=1, le=10_000)
+    tag_job_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # Pushing tag changes made here to WeCom (externalcontact/mark_tag). "recording" keeps the
+    # calls in memory (WeCom is unreachable locally and in tests); "http" calls WeCom's API with
+    # each tenant's credentials (PUT /v1/wecom/credentials). Unset: "http" in prod, else "recording".
+    tag_wecom_adapter: Literal["recording", "http"] | None = None
+    tag_wecom_api_base: str = "https://qyapi.weixin.qq.com/cgi-bin"
+    tag_wecom_timeout_seconds: float = Field(default=10.0, gt=0)
+    tag_wecom_push_poll_seconds: float = Field(default=1.0, gt=0)
+    tag_wecom_push_batch: int = Field(default=100, ge=1, le=1000)
+    # A failed push is retried after retry_base, doubling up to retry_cap, max_attempts in all.
+    tag_wecom_push_max_attempts: int = Field(default=8, ge=1)
+    tag_wecom_push_retry_base_seconds: float = Field(default=5.0, ge=0)
+    tag_wecom_push_retry_cap_seconds: float = Field(default=3600.0, ge=0)
+
+    @property
+    def effective_wecom_adapter(self) -> Literal["recording", "http"]:
+        if self.tag_wecom_adapter is not None:
+            return self.tag_wecom_adapter
+        return "http" if self.env == "prod" else "recording"

@@ -1,7 +1,9 @@
-"""tag-svc: tag groups and tags, rule-based tagging, live segment membership.
+"""tag-svc: tag groups and tags, manual, bulk and WeCom-side tagging, rule-based tagging, live
+segment membership.
 
-Run the API with `tag-svc api` (port 8002, SCRM_TAG_PORT) and the worker with `tag-svc worker`;
-`make run` starts both with the rest of the platform.
+Run the API with `tag-svc api` (port 8002, SCRM_TAG_PORT) and the worker with `tag-svc worker`
+(its consume loop, the bulk tag job runner and the WeCom tag pusher); `make run` starts both with
+the rest of the platform.
 """
 
 from __future__ import annotations
@@ -10,16 +12,16 @@ from pathlib import Path
 
 from scrm_shared.service import ServiceSpec
 from scrm_shared.service.cli import service_cli
-from scrm_shared.service.tally import ingest_router
+from tag_svc.api import ROUTERS
 from tag_svc.config import TagSettings
-from tag_svc.stream import TOPICS, build_handler
+from tag_svc.stream import BACKGROUND, TOPICS, build_handler
 
 SPEC = ServiceSpec(
     name="tag-svc",
     schema="tag",
     migrations=Path(__file__).resolve().parents[2] / "migrations",
-    routers=(ingest_router,),
+    routers=ROUTERS,
     description="tag groups and tags, rule-based tagging, live segment membership",
 )
 
-cli = service_cli(SPEC, TagSettings, topics=TOPICS, build_handler=build_handler)
+cli = service_cli(SPEC, TagSettings, topics=TOPICS, build_handler=build_handler, background=BACKGROUND)

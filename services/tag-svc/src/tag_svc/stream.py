@@ -1,14 +1,47 @@
-"""tag-svc's consumers: what its worker does with each batch of its topics."""
+"""tag-svc's worker: what it does with each batch of its topics, and its background tasks.
+
+Every batch is one transaction: claim the event_ids (a redelivered event changes nothing), keep
+the ingest tally, then apply what tags care about (:func:`tag_svc.tags.inbound.apply_events`):
+erasure tombstones, follow relations, WeCom-side tag edits with their ``contact-tagged`` events.
+Offsets are committed by the shared consume loop only after that transaction.
+
+Background tasks: the bulk tag job runner and the WeCom mark_tag pusher.
+"""
 
 from __future__ import annotations
 
-from scrm_shared.kafka.consumer import Handler
-from scrm_shared.service import WorkerDeps
-from scrm_shared.service.tally import tally_handler
+from collections.abc import Sequence
 
-TOPICS = ("friend-added", "message-sent", "order-placed")
+from scrm_shared.db.inbox import claim_batch
+from scrm_shared.kafka.consumer import Consumed, Handler
+from scrm_shared.service import WorkerDeps
+from scrm_shared.service.tally import count_tally
+from tag_svc.tags.inbound import apply_events
+from tag_svc.tags.jobs import run_tag_jobs
+from tag_svc.tags.pushes import run_wecom_pushes
+
+# friend-deleted keeps the follow relations exact: a guide's scope, and whom to push tags as
+# (mark_tag needs a staff member the customer is still a friend of).
+TOPICS = (
+    "friend-added",
+    "friend-deleted",
+    "message-sent",
+    "order-placed",
+    "contact-updated",
+    "contact-erased",
+)
+BACKGROUND = (run_tag_jobs, run_wecom_pushes)
 
 
 def build_handler(deps: WorkerDeps) -> Handler:
     """Wire the worker's batch handler (tests pass their own deps into the same builder)."""
-    return tally_handler(deps)
+
+    async def handle(batch: Sequence[Consumed]) -> None:
+        async with deps.pool.acquire() as conn, conn.transaction():
+            fresh = await claim_batch(conn, deps.service, batch)
+            if not fresh:
+                return
+            await count_tally(conn, fresh)
+            await apply_events(conn, [c.event for c in fresh])
+
+    return handle

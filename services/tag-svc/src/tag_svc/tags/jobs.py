@@ -1,0 +1,155 @@
+"""Bulk tag/untag jobs: the runner, a background task of tag-svc's worker.
+
+``POST /v1/tag-jobs`` stores a job and its contacts; the runner works through them one chunk per
+transaction (:meth:`JobRunner.run_chunk`): lock the job, take its next contacts, tag or untag
+them with one ``contact-tagged`` event per real change (``enqueue_events``) and the WeCom pushes,
+advance the progress. Progress lives in the job row, so a crash or a restart repeats at most the
+chunk that was in flight, which rolled back as a whole: no contact is counted or announced twice.
+
+A chunk that fails is retried after ``retry_wait`` (other jobs go on meanwhile); after
+``max_attempts`` failures in a row the job is ``failed``. An ``add`` job whose tag was deleted
+fails at once; a deleted tag's purge job (``purge``) drops the tag row when it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from prometheus_client import Counter
+
+from scrm_shared.service import WorkerDeps
+from tag_svc.config import TagSettings
+from tag_svc.tags import tagging
+from tag_svc.tags.domain import Actor, job_status, next_chunk
+from tag_svc.tags.store import Conn, catalog, contacts
+from tag_svc.tags.store import jobs as store
+
+__all__ = ["JobRunner", "run_tag_jobs"]
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1000
+MAX_ATTEMPTS = 5
+RETRY_WAIT = timedelta(seconds=5)
+
+JOB_CHUNKS = Counter(
+    "scrm_tag_job_chunks", "Bulk tag job chunks, by outcome (applied, failed, job-failed).", ["outcome"]
+)
+
+
+class JobRunner:
+    """Works through pending tag jobs of every tenant, one chunk per call."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        max_attempts: int = MAX_ATTEMPTS,
+        retry_wait: timedelta = RETRY_WAIT,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self.pool = pool
+        self.chunk_size = chunk_size
+        self.max_attempts = max_attempts
+        self.retry_wait = retry_wait
+
+    async def run_chunk(self) -> bool:
+        """Apply the next chunk of the next due job; ``False`` when no job was due."""
+        job: store.JobRow | None = None
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                job = await store.claim_job(conn)
+                if job is None:
+                    return False
+                outcome = await self._chunk(conn, job)
+        except Exception as exc:
+            if job is None:
+                raise
+            await self._failed(job, exc)
+            return True
+        JOB_CHUNKS.labels(outcome).inc()
+        return True
+
+    async def run_until_idle(self, max_chunks: int | None = None) -> int:
+        """Apply chunks until no job is due (or ``max_chunks`` were applied); returns how many."""
+        done = 0
+        while max_chunks is None or done < max_chunks:
+            if not await self.run_chunk():
+                break
+            done += 1
+        return done
+
+    async def _chunk(self, conn: Conn, job: store.JobRow) -> str:
+        """Apply one chunk of ``job`` in the caller's transaction; returns the outcome."""
+        tag = await contacts.lock_tag(conn, job.tenant_id, job.tag_id)
+        if tag is None or (tag.deleted and job.action == "add"):
+            await store.fail_job(conn, job.tenant_id, job.job_id, "tag-deleted")
+            log.info("tag job failed: its tag was deleted", extra={"tenant_id": job.tenant_id})
+            return "job-failed"
+        limit = next_chunk(job.total, job.processed, self.chunk_size)
+        euids = (
+            await store.take_items(conn, job.tenant_id, job.job_id, processed=job.processed, limit=limit)
+            if limit
+            else []
+        )
+        pairs = [(e, tag.ref) for e in euids]
+        changes = await tagging.apply(
+            conn,
+            job.tenant_id,
+            actor=Actor("operator", actor_id=job.actor_id),
+            at=datetime.now(UTC),
+            add=pairs if job.action == "add" else (),
+            remove=pairs if job.action == "remove" else (),
+            # A deleted tag is a local matter: WeCom's corp tag (if any) is not ours to clear.
+            push=not job.purge,
+        )
+        processed = job.processed + len(euids)
+        # Fewer items than the counters promise can only mean they are gone: the job is over.
+        status = job_status(job.total, processed) if euids else "done"
+        await store.advance_job(
+            conn, job.tenant_id, job.job_id, processed=len(euids), changed=len(changes), status=status
+        )
+        if status == "done" and job.purge:
+            await catalog.drop_deleted_tag(conn, job.tenant_id, job.tag_id, tag.group_id)
+        return "applied"
+
+    async def _failed(self, job: store.JobRow, exc: Exception) -> None:
+        # No traceback: database errors may quote row values (customer ids) in their detail.
+        error = type(exc).__name__
+        attempts = await store.record_failure(
+            self.pool, job.tenant_id, job.job_id, wait=self.retry_wait, error=error
+        )
+        if attempts >= self.max_attempts:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await store.fail_job(conn, job.tenant_id, job.job_id, error)
+            JOB_CHUNKS.labels("job-failed").inc()
+        else:
+            JOB_CHUNKS.labels("failed").inc()
+        log.warning(
+            "tag job chunk failed",
+            extra={"tenant_id": job.tenant_id, "error_type": error, "attempts": attempts},
+        )
+
+
+async def run_tag_jobs(deps: WorkerDeps, stop: asyncio.Event) -> None:
+    """Background task of tag-svc's worker: run due job chunks back to back, and look for new
+    jobs every ``tag_job_poll_seconds`` while there are none, until ``stop``. Never raises."""
+    settings = deps.settings
+    chunk_size = settings.tag_job_chunk_size if isinstance(settings, TagSettings) else CHUNK_SIZE
+    poll = settings.tag_job_poll_seconds if isinstance(settings, TagSettings) else 1.0
+    runner = JobRunner(deps.pool, chunk_size=chunk_size)
+    while not stop.is_set():
+        try:
+            worked = await runner.run_chunk()
+        except Exception as exc:  # the database is unreachable: wait and try again
+            log.warning("tag job runner failed", extra={"error_type": type(exc).__name__})
+            worked = False
+        if not worked:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=poll)

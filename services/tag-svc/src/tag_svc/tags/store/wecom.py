@@ -1,0 +1,162 @@
+"""SQL of the WeCom side: the mark_tag push queue and each tenant's API credentials."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from tag_svc.tags.domain import PushPlan
+from tag_svc.tags.store import Conn, Executor
+
+__all__ = [
+    "Credentials",
+    "QueuedPush",
+    "claim_pushes",
+    "count_pushes",
+    "delete_push",
+    "fail_push",
+    "get_credentials",
+    "queue_pushes",
+    "retry_push",
+    "upsert_credentials",
+]
+
+# One statement for a job chunk's thousand pushes; each row's tag lists travel as JSON arrays
+# (unnest cannot take an array of arrays of different lengths).
+INSERT_PUSHES = """
+INSERT INTO wecom_pushes (tenant_id, external_userid, staff_id, add_tag, remove_tag)
+SELECT $1, x.e, x.s,
+       ARRAY(SELECT jsonb_array_elements_text(x.a::jsonb)),
+       ARRAY(SELECT jsonb_array_elements_text(x.r::jsonb))
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS x(e, s, a, r, n)
+ORDER BY x.n
+"""
+
+# The pusher's queue scan, across tenants. Claiming leases a row (pushes it next_attempt_at out by
+# the lease) so that concurrent pushers share the queue and a pusher that dies mid-call only
+# delays its rows. A contact's pushes go out in the order they were queued: a row waits while an
+# older one of the same contact is pending (leased, or backing off).
+CLAIM_PUSHES = """
+UPDATE wecom_pushes SET next_attempt_at = now() + $2::interval
+WHERE id IN (
+    SELECT p.id FROM wecom_pushes p
+    WHERE p.status = 'pending' AND p.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM wecom_pushes e
+          WHERE e.tenant_id = p.tenant_id AND e.external_userid = p.external_userid
+            AND e.status = 'pending' AND e.id < p.id
+      )
+    ORDER BY p.id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, tenant_id, external_userid, staff_id, add_tag, remove_tag, attempts
+"""
+
+DELETE_PUSH = "DELETE FROM wecom_pushes WHERE tenant_id = $1 AND id = $2"
+
+RETRY_PUSH = """
+UPDATE wecom_pushes
+SET attempts = attempts + 1, next_attempt_at = now() + $3::interval, last_error = $4
+WHERE tenant_id = $1 AND id = $2
+"""
+
+FAIL_PUSH = """
+UPDATE wecom_pushes SET status = 'failed', attempts = attempts + 1, last_error = $3
+WHERE tenant_id = $1 AND id = $2
+"""
+
+COUNT_PUSHES = "SELECT status, count(*) AS n FROM wecom_pushes WHERE tenant_id = $1 GROUP BY status"
+
+UPSERT_CREDENTIALS = """
+INSERT INTO wecom_credentials (tenant_id, corp_id, secret, updated_at)
+VALUES ($1, $2, $3, now())
+ON CONFLICT (tenant_id) DO UPDATE SET corp_id = EXCLUDED.corp_id, secret = EXCLUDED.secret, updated_at = now()
+RETURNING tenant_id, corp_id, secret, updated_at
+"""
+
+SELECT_CREDENTIALS = (
+    "SELECT tenant_id, corp_id, secret, updated_at FROM wecom_credentials WHERE tenant_id = $1"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPush:
+    id: int
+    tenant_id: str
+    external_userid: str
+    staff_id: str | None
+    add_tag: tuple[str, ...]
+    remove_tag: tuple[str, ...]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A tenant's corp id and app secret (never return the secret from the API)."""
+
+    tenant_id: str
+    corp_id: str
+    secret: str = field(repr=False)
+    updated_at: datetime
+
+
+async def queue_pushes(conn: Conn, tenant_id: str, plans: Sequence[PushPlan]) -> None:
+    """Queue mark_tag calls inside the transaction of the tag change they carry."""
+    if plans:
+        await conn.execute(
+            INSERT_PUSHES,
+            tenant_id,
+            [p.external_userid for p in plans],
+            [p.staff_id for p in plans],
+            [json.dumps(p.add_tag) for p in plans],
+            [json.dumps(p.remove_tag) for p in plans],
+        )
+
+
+async def claim_pushes(conn: Executor, limit: int, lease: timedelta) -> list[QueuedPush]:
+    """Lease up to ``limit`` due pushes of any tenant for ``lease``, oldest first."""
+    rows = await conn.fetch(CLAIM_PUSHES, limit, lease)
+    rows = sorted(rows, key=lambda r: r["id"])
+    return [
+        QueuedPush(
+            id=r["id"],
+            tenant_id=r["tenant_id"],
+            external_userid=r["external_userid"],
+            staff_id=r["staff_id"],
+            add_tag=tuple(r["add_tag"]),
+            remove_tag=tuple(r["remove_tag"]),
+            attempts=r["attempts"],
+        )
+        for r in rows
+    ]
+
+
+async def delete_push(conn: Executor, tenant_id: str, push_id: int) -> None:
+    await conn.execute(DELETE_PUSH, tenant_id, push_id)
+
+
+async def retry_push(conn: Executor, tenant_id: str, push_id: int, *, wait: timedelta, error: str) -> None:
+    await conn.execute(RETRY_PUSH, tenant_id, push_id, wait, error)
+
+
+async def fail_push(conn: Executor, tenant_id: str, push_id: int, *, error: str) -> None:
+    await conn.execute(FAIL_PUSH, tenant_id, push_id, error)
+
+
+async def count_pushes(conn: Executor, tenant_id: str) -> dict[str, int]:
+    """The tenant's queued pushes by status (``pending``, ``failed``)."""
+    return {r["status"]: r["n"] for r in await conn.fetch(COUNT_PUSHES, tenant_id)}
+
+
+async def upsert_credentials(conn: Executor, tenant_id: str, *, corp_id: str, secret: str) -> Credentials:
+    row = await conn.fetchrow(UPSERT_CREDENTIALS, tenant_id, corp_id, secret)
+    assert row is not None
+    return Credentials(**dict(row))
+
+
+async def get_credentials(conn: Executor, tenant_id: str) -> Credentials | None:
+    row = await conn.fetchrow(SELECT_CREDENTIALS, tenant_id)
+    return Credentials(**dict(row)) if row is not None else None

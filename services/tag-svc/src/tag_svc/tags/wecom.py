@@ -1,0 +1,315 @@
+"""Pushing tag changes to WeCom: the mark_tag adapter and the access-token provider.
+
+WeCom's 编辑客户企业标签 API::
+
+    POST {base}/externalcontact/mark_tag?access_token=ACCESS_TOKEN
+    {"userid": "<staff userid>", "external_userid": "<customer>",
+     "add_tag": ["et..."], "remove_tag": ["et..."]}
+
+changes the corp tags one staff member's relation with the customer carries; it answers
+``{"errcode": 0, "errmsg": "ok"}``. The token comes from ``GET {base}/gettoken?corpid=&corpsecret=``
+(``access_token``, ``expires_in`` seconds).
+
+- :class:`WeComTagAdapter`: what the pusher needs; raises :class:`WeComTagError`.
+- :class:`RecordingAdapter`: the local stand-in (default outside prod, and in tests): records
+  every call and can be told to fail.
+- :class:`HttpAdapter`: WeCom's API over HTTP with a :class:`TokenProvider`
+  (:class:`CredentialTokenProvider`: each tenant's corp id and secret from
+  ``wecom_credentials``, tokens cached until shortly before they expire).
+
+Requests carry the secret, the token and customer ids in query strings and bodies: nothing here
+logs them, errors carry the errcode only, and httpx's request log line loses its query string.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+import httpx
+
+from tag_svc.config import TagSettings
+from tag_svc.tags.store import wecom as store
+
+__all__ = [
+    "NO_CREDENTIALS",
+    "RETRYABLE_ERRCODES",
+    "CredentialTokenProvider",
+    "HttpAdapter",
+    "MarkTagCall",
+    "RecordingAdapter",
+    "TokenProvider",
+    "WeComTagAdapter",
+    "WeComTagError",
+    "open_adapter",
+]
+
+log = logging.getLogger(__name__)
+
+API_GETTOKEN = "gettoken"
+API_MARK_TAG = "externalcontact/mark_tag"
+
+SYSTEM_BUSY = -1
+RETRYABLE_ERRCODES: frozenset[int] = frozenset({SYSTEM_BUSY, 45009, 45033})
+"""System busy, frequency limit, concurrency limit: the same call may succeed a little later."""
+TOKEN_INVALID_ERRCODES: frozenset[int] = frozenset({40014, 42001})
+"""Invalid or expired access_token: fetch a new one and repeat the call once."""
+NO_CREDENTIALS = -2
+"""Our own code: the tenant has not configured WeCom credentials (yet)."""
+
+
+class WeComTagError(Exception):
+    """mark_tag (or gettoken) failed. ``str()`` carries the errcode only: WeCom's errmsg may
+    echo request parameters."""
+
+    def __init__(self, errcode: int, *, retryable: bool, api: str = API_MARK_TAG) -> None:
+        super().__init__(f"WeCom {api} errcode {errcode}")
+        self.errcode = errcode
+        self.retryable = retryable
+        self.api = api
+
+
+class WeComTagAdapter(Protocol):
+    """Changes the corp tags a staff member's relation with a customer carries on WeCom."""
+
+    async def mark_tag(
+        self,
+        tenant_id: str,
+        staff_id: str,
+        external_userid: str,
+        add_tag: Sequence[str] = (),
+        remove_tag: Sequence[str] = (),
+    ) -> None:
+        """Raises :class:`WeComTagError`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MarkTagCall:
+    tenant_id: str
+    staff_id: str
+    external_userid: str
+    add_tag: tuple[str, ...]
+    remove_tag: tuple[str, ...]
+
+
+@dataclass
+class RecordingAdapter:
+    """Stand-in for WeCom: records the calls (:attr:`calls`, the last ``keep`` of them when set,
+    so a long local run does not grow without bound); :meth:`fail_next` makes the next calls
+    raise instead."""
+
+    calls: list[MarkTagCall] = field(default_factory=list)
+    keep: int | None = None
+    _failures: deque[WeComTagError] = field(default_factory=deque)
+
+    def fail_next(self, errcode: int = SYSTEM_BUSY, *, times: int = 1, retryable: bool = True) -> None:
+        for _ in range(times):
+            self._failures.append(WeComTagError(errcode, retryable=retryable))
+
+    async def mark_tag(
+        self,
+        tenant_id: str,
+        staff_id: str,
+        external_userid: str,
+        add_tag: Sequence[str] = (),
+        remove_tag: Sequence[str] = (),
+    ) -> None:
+        if self._failures:
+            raise self._failures.popleft()
+        self.calls.append(
+            MarkTagCall(tenant_id, staff_id, external_userid, tuple(add_tag), tuple(remove_tag))
+        )
+        if self.keep is not None and len(self.calls) > self.keep:
+            del self.calls[: -self.keep]
+
+
+class TokenProvider(Protocol):
+    """A tenant's WeCom access_token."""
+
+    async def access_token(self, tenant_id: str) -> str:
+        """Raises :class:`WeComTagError` when none can be had."""
+        ...
+
+    def invalidate(self, tenant_id: str, token: str) -> None:
+        """Forget ``token`` (WeCom refused it)."""
+        ...
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+class CredentialTokenProvider:
+    """Tokens from ``gettoken`` with each tenant's stored corp id and secret, cached per corp
+    and secret (a rotated secret never reuses the old secret's token) until ``margin`` seconds
+    before they expire."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        http: httpx.AsyncClient,
+        api_base: str,
+        *,
+        margin: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        _install_query_filter()
+        self.pool = pool
+        self.http = http
+        self.api_base = api_base.rstrip("/")
+        self.margin = margin
+        self.clock = clock
+        self._tokens: dict[tuple[str, str, str], _Token] = {}
+        self._current: dict[str, tuple[str, str, str]] = {}
+
+    async def access_token(self, tenant_id: str) -> str:
+        creds = await store.get_credentials(self.pool, tenant_id)
+        if creds is None:
+            raise WeComTagError(NO_CREDENTIALS, retryable=True, api=API_GETTOKEN)
+        key = (tenant_id, creds.corp_id, hashlib.sha256(creds.secret.encode()).hexdigest()[:16])
+        self._current[tenant_id] = key
+        token = self._tokens.get(key)
+        if token is not None and self.clock() < token.expires_at:
+            return token.value
+        payload = await _call(
+            self.http,
+            "GET",
+            f"{self.api_base}/{API_GETTOKEN}",
+            API_GETTOKEN,
+            params={"corpid": creds.corp_id, "corpsecret": creds.secret},
+        )
+        errcode = _errcode(payload)
+        if errcode != 0:
+            raise WeComTagError(errcode, retryable=errcode in RETRYABLE_ERRCODES, api=API_GETTOKEN)
+        value, expires_in = payload.get("access_token"), payload.get("expires_in")
+        if not isinstance(value, str) or not value or not isinstance(expires_in, int) or expires_in <= 0:
+            raise WeComTagError(SYSTEM_BUSY, retryable=True, api=API_GETTOKEN)
+        # Keep the margin, but never let it eat more than half of a short lifetime.
+        lifetime = expires_in - min(self.margin, expires_in / 2)
+        self._tokens[key] = _Token(value, self.clock() + lifetime)
+        return value
+
+    def invalidate(self, tenant_id: str, token: str) -> None:
+        key = self._current.get(tenant_id)
+        cached = self._tokens.get(key) if key else None
+        # Only the token that failed: a concurrent caller may already hold a new one.
+        if key is not None and cached is not None and cached.value == token:
+            del self._tokens[key]
+
+
+class HttpAdapter:
+    """mark_tag over HTTP; an invalid or expired token is replaced and the call repeated once.
+
+    Transient failures (transport, HTTP 5xx, busy, rate limits) raise a retryable
+    :class:`WeComTagError`: the pusher owns retries and backoff.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, api_base: str, tokens: TokenProvider) -> None:
+        _install_query_filter()
+        self.http = http
+        self.api_base = api_base.rstrip("/")
+        self.tokens = tokens
+
+    async def mark_tag(
+        self,
+        tenant_id: str,
+        staff_id: str,
+        external_userid: str,
+        add_tag: Sequence[str] = (),
+        remove_tag: Sequence[str] = (),
+    ) -> None:
+        body = {
+            "userid": staff_id,
+            "external_userid": external_userid,
+            "add_tag": list(add_tag),
+            "remove_tag": list(remove_tag),
+        }
+        for attempt in (1, 2):
+            token = await self.tokens.access_token(tenant_id)
+            payload = await _call(
+                self.http,
+                "POST",
+                f"{self.api_base}/{API_MARK_TAG}",
+                API_MARK_TAG,
+                params={"access_token": token},
+                json=body,
+            )
+            errcode = _errcode(payload)
+            if errcode == 0:
+                return
+            if errcode in TOKEN_INVALID_ERRCODES and attempt == 1:
+                self.tokens.invalidate(tenant_id, token)
+                continue
+            raise WeComTagError(errcode, retryable=errcode in RETRYABLE_ERRCODES)
+
+
+@contextlib.asynccontextmanager
+async def open_adapter(settings: TagSettings, pool: asyncpg.Pool) -> AsyncIterator[WeComTagAdapter]:
+    """The adapter the settings ask for, open for the duration of the block."""
+    if settings.effective_wecom_adapter == "recording":
+        log.info("wecom tag pushes are recorded, not sent (SCRM_TAG_WECOM_ADAPTER=recording)")
+        yield RecordingAdapter(keep=1000)
+        return
+    async with httpx.AsyncClient(timeout=settings.tag_wecom_timeout_seconds, follow_redirects=False) as http:
+        tokens = CredentialTokenProvider(pool, http, settings.tag_wecom_api_base)
+        yield HttpAdapter(http, settings.tag_wecom_api_base, tokens)
+
+
+async def _call(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    api: str,
+    *,
+    params: dict[str, str],
+    json: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    try:
+        response = await http.request(method, url, params=params, json=json)
+    except httpx.TransportError:
+        raise WeComTagError(SYSTEM_BUSY, retryable=True, api=api) from None
+    if response.status_code >= 500:
+        raise WeComTagError(SYSTEM_BUSY, retryable=True, api=api)
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if response.status_code != 200 or not isinstance(payload, dict):
+        raise WeComTagError(SYSTEM_BUSY, retryable=response.status_code == 429, api=api)
+    return payload
+
+
+def _errcode(payload: dict[str, Any]) -> int:
+    errcode = payload.get("errcode", 0)
+    return errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else SYSTEM_BUSY
+
+
+class _DropQueryStrings(logging.Filter):
+    """Strip query strings from httpx's "HTTP Request: POST <url>" lines: they carry the secret
+    and the access_token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(
+                str(a.copy_with(query=None)) if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+_QUERY_FILTER = _DropQueryStrings()
+
+
+def _install_query_filter() -> None:
+    logger = logging.getLogger("httpx")
+    if _QUERY_FILTER not in logger.filters:
+        logger.addFilter(_QUERY_FILTER)
