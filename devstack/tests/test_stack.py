@@ -161,9 +161,14 @@ async def test_make_run_serves_every_service_dead_letters_garbage_and_stops_clea
     await wait_for(counted, timeout=30, interval=0.3)
 
     # every service consuming order-placed dead-letters the garbage once, under its own group
-    dead = await read_topic(stack.bootstrap, "dead-letter", 3, timeout=30)
+    dead = await read_topic(stack.bootstrap, "dead-letter", 4, timeout=30)
     records = [parse_event("dead-letter", r.value) for r in dead]
-    assert sorted(d.data.consumer_group for d in records) == ["contact-svc", "metrics-svc", "tag-svc"]
+    assert sorted(d.data.consumer_group for d in records) == [
+        "contact-svc",
+        "metrics-svc",
+        "tag-svc",
+        "tag-svc-segments",
+    ]
     assert all(d.data.error_kind == "undecodable" and d.data.topic == "order-placed" for d in records)
     assert all(json.dumps(d.data.error) for d in records)
     assert await all_ready(stack), "services must stay ready after bad input"

@@ -5,7 +5,8 @@ the ingest tally, then apply what tags care about (:func:`tag_svc.tags.inbound.a
 erasure tombstones, follow relations, WeCom-side tag edits with their ``contact-tagged`` events.
 Offsets are committed by the shared consume loop only after that transaction.
 
-Background tasks: the bulk tag job runner and the WeCom mark_tag pusher.
+Background tasks: the bulk tag job runner, the WeCom mark_tag pusher, and live segments (the
+processor's own consume loop, the schedule, backfills: see :mod:`tag_svc.processor`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from scrm_shared.db.inbox import claim_batch
 from scrm_shared.kafka.consumer import Consumed, Handler
 from scrm_shared.service import WorkerDeps
 from scrm_shared.service.tally import count_tally
+from tag_svc.processor import BACKGROUND as SEGMENT_BACKGROUND
 from tag_svc.tags.inbound import apply_events
 from tag_svc.tags.jobs import run_tag_jobs
 from tag_svc.tags.pushes import run_wecom_pushes
@@ -30,7 +32,9 @@ TOPICS = (
     "contact-updated",
     "contact-erased",
 )
-BACKGROUND = (run_tag_jobs, run_wecom_pushes)
+# The live segment processor runs its own consume loop (group tag-svc-segments) as a background
+# task, beside the schedule of time-driven changes and the backfill runner.
+BACKGROUND = (run_tag_jobs, run_wecom_pushes, *SEGMENT_BACKGROUND)
 
 
 def build_handler(deps: WorkerDeps) -> Handler:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scrm_shared.service import create_service_app
+from tag_svc import processor
 from tag_svc.config import TagSettings
 from tag_svc.main import SPEC
 from tag_svc.stream import BACKGROUND, TOPICS
@@ -34,7 +35,7 @@ def test_worker_owns_its_topics_and_schema():
         "contact-updated",
         "contact-erased",
     }
-    assert BACKGROUND == (run_tag_jobs, run_wecom_pushes)
+    assert BACKGROUND == (run_tag_jobs, run_wecom_pushes, *processor.BACKGROUND)
     assert SPEC.schema == "tag"
     names = sorted(p.name for p in SPEC.migrations.glob("*.sql"))
     assert names[0] == "0001_init.sql" and "0003_tags.sql" in names
@@ -53,5 +54,9 @@ def test_routes_of_the_tag_api_are_documented():
         "/v1/tag-jobs",
         "/v1/tag-jobs/{job_id}",
         "/v1/wecom/credentials",
+        "/v1/segments",
+        "/v1/segments/preview",
+        "/v1/segments/{segment_id}/members",
+        "/v1/contacts/{external_userid}/segments",
         "/v1/ingest/stats",
     } <= paths

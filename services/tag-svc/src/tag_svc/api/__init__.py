@@ -1,7 +1,7 @@
 """tag-svc's HTTP routes, one module per resource."""
 
 from scrm_shared.service.tally import ingest_router
-from tag_svc.api import contacts, jobs, tags, wecom
+from tag_svc.api import contacts, jobs, rfm, segments, tags, wecom
 
 ROUTERS = (
     tags.groups_router,
@@ -9,5 +9,8 @@ ROUTERS = (
     contacts.router,
     jobs.router,
     wecom.router,
+    segments.router,
+    segments.contacts_router,
+    rfm.router,
     ingest_router,
 )

@@ -1,0 +1,394 @@
+"""tag-svc's live segment processor: throughput with 20 live segments, and order-to-member latency.
+
+Throughput: ``EVENTS`` order-placed events for ``CONTACTS`` contacts of one tenant (placed over the
+last 60 days, 1-3 lines, several channels, stores and categories) are produced to a topic first;
+then the processor's consume loop (the shared ``BatchConsumer`` with
+``tag_svc.processor.build_segment_handler``, partitions assigned directly) applies them with 20
+live segments defined, the outbox relay publishing the ``segment-changed`` events beside it, as
+in the worker. Figure: events/s from the first poll until every offset is consumed, and its
+ratio to ``consume_validate_per_s`` (bench.limits, same run; measured here on the same topic when
+this benchmark runs alone).
+
+Latency: the processor and the relay keep running on a fresh topic, the segments API runs as its
+own process (as deployed, apart from the worker), background orders arrive at ``LATENCY_RATE`` events/s, and
+``PROBES`` times a new contact places its first order: the time from just before producing it
+until ``GET /v1/segments/{id}/members`` lists the contact (polled every ``POLL_S``). Figures: p50,
+p99, max.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.harness import BenchContext, Figure
+from scrm_shared.auth import issue_token
+from scrm_shared.db.migrations import migrate_service
+from scrm_shared.db.outbox import OutboxRelay
+from scrm_shared.db.pool import create_pool
+from scrm_shared.events import OrderPlacedEvent, new_event, parse_event
+from scrm_shared.kafka.consumer import BatchConsumer
+from scrm_shared.kafka.producer import create_producer
+from scrm_shared.kafka.topics import TopicSpec, ensure_topics, platform_topics
+from scrm_shared.service import ServiceSpec, create_service_app, run_api
+from scrm_shared.service.worker import WorkerDeps
+from scrm_shared.testing.infra import free_port
+from tag_svc.api import segments as segments_api
+from tag_svc.config import TagSettings
+from tag_svc.processor import build_segment_handler
+from tag_svc.processor.model import rule_inputs
+from tag_svc.processor.store import catalog
+from tag_svc.segments import parse_rule
+
+NAME = "tag_segments"
+EVENTS = 40_000
+CONTACTS = 15_000
+PARTITIONS = 6
+TENANT = "bench-segments"
+LATENCY_RATE = 500
+PROBES = 200
+POLL_S = 0.02
+MIGRATIONS = Path(__file__).resolve().parents[1] / "services" / "tag-svc" / "migrations"
+
+# 20 segments, as a brand would define them; 15 of them read orders, so an order re-evaluates
+# 15 rules for its contact.
+RULES: list[dict[str, Any]] = [
+    {"all": [{"event": "order-placed", "count": {"gte": 2}, "within_days": 30}]},
+    {"all": [{"event": "order-placed", "count": {"gte": 3}, "within_days": 7}]},
+    {"all": [{"event": "order-placed", "count": {"gte": 1}, "within_days": 90}]},
+    {"event": "order-placed", "count": {"gte": 5}, "within_days": 365},
+    {"event": "order-placed", "amount": {"gte": "500"}, "within_days": 90},
+    {"event": "order-placed", "amount": {"gte": "1000"}, "within_days": 365, "category": "护肤"},
+    {"event": "order-placed", "count": {"gte": 2}, "within_days": 60, "category": "护肤"},
+    {"event": "order-placed", "distinct_days": {"gte": 2}, "within_days": 30},
+    {
+        "all": [
+            {"event": "order-placed", "amount": {"gte": "500"}, "within_days": 90},
+            {"no_event": "order-placed", "within_days": 30},
+        ]
+    },
+    {"event": "order-placed", "count": {"gte": 1}, "within_days": 30, "channel": "mall"},
+    {"event": "order-placed", "count": {"gte": 1}, "within_days": 30, "store_id": ["sh-012", "sh-013"]},
+    {"rfm": "重要价值客户"},
+    {"any": [{"rfm": "重要挽留客户"}, {"rfm": "一般挽留客户"}]},
+    {"all": [{"tag": "VIP"}, {"event": "order-placed", "count": {"gte": 1}, "within_days": 30}]},
+    {"not": {"event": "order-placed", "count": {"gte": 1}, "between_days_ago": [30, 180]}},
+    {"all": [{"tag": "高价值"}]},
+    {"attr": "store_id", "eq": "sh-012"},
+    {"attr": "first_added_at", "days_since": {"gte": 7, "lte": 14}},
+    {"event": "message-sent", "count": {"gte": 3}, "within_days": 7, "kind": "broadcast"},
+    {"event": "friend-added", "count": {"gte": 1}, "within_days": 3650, "state": "poster-sh012"},
+]
+PROBE_RULE = 2  # count >= 1 within 90 days: a contact's first order makes it a member
+ORDER_RULES = sum("order-placed" in rule_inputs(parse_rule(r)).reads for r in RULES)
+
+SKUS = [("SK-FTE-230", "护肤", "1540.00"), ("MAC-RB", "彩妆", "190.00"), ("FEI-A2", "母婴", "328.00")]
+
+
+def order_event(
+    rng: random.Random, n: int, euid: str, now: datetime, *, age_days: float | None = None
+) -> OrderPlacedEvent:
+    lines = [rng.choice(SKUS) for _ in range(rng.randint(1, 3))]
+    items = [{"sku": s, "category": c, "quantity": 1, "unit_price": p} for s, c, p in lines]
+    age = rng.uniform(0, 60) if age_days is None else age_days
+    return new_event(
+        OrderPlacedEvent,
+        tenant_id=TENANT,
+        source="pos-bench",
+        data={
+            "order_id": f"ORD{n:09d}-{uuid.uuid4().hex[:6]}",
+            "channel": rng.choice(["pos", "pos", "mall", "mini-program"]),
+            "store_id": rng.choice(["sh-012", "sh-013", "bj-001"]),
+            "customer": {"external_userid": euid},
+            "items": items,
+            "total_amount": sum((Decimal(p) for _, _, p in lines), Decimal("0.00")),
+            "placed_at": now - timedelta(days=age),
+        },
+    )
+
+
+async def define_segments(pool: asyncpg.Pool) -> list[uuid.UUID]:
+    """The 20 segments, live from the start (there are no profiles to backfill yet)."""
+    ids = []
+    async with pool.acquire() as conn, conn.transaction():
+        for n, rule in enumerate(RULES):
+            parsed = parse_rule(rule)
+            segment_id = uuid.uuid4()
+            await catalog.insert_segment(
+                conn, TENANT, segment_id, f"s{n:02d}", parsed.to_json(), rule_inputs(parsed).rfm, 0
+            )
+            ids.append(segment_id)
+        await conn.execute("UPDATE segments SET status = 'live' WHERE tenant_id = $1", TENANT)
+    return ids
+
+
+async def produce(bootstrap: str, topic: str, events: list[OrderPlacedEvent]) -> None:
+    producer = create_producer(bootstrap, client_id="bench-segments")
+    await producer.start()
+    try:
+        for e in events:
+            await producer.send(topic, value=e.to_bytes(), key=e.key())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def assigned(bootstrap: str, topic: str, deps: WorkerDeps) -> BatchConsumer:
+    raw = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-seg-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    consumer = BatchConsumer(
+        bootstrap=bootstrap,
+        group_id="bench",
+        topics=[topic],
+        handler=build_segment_handler(deps),
+        producer=deps.producer,
+        service="tag-svc",
+        topic_contracts={topic: "order-placed"},
+        consumer=raw,
+    )
+    await consumer.start()
+    raw.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    return consumer
+
+
+async def validate_rate(bootstrap: str, topic: str, n: int) -> float:
+    """consume + decode + validate on ``topic`` (the limit, when bench.limits did not run)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, started = 0, time.perf_counter()
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batch.values():
+                for r in records:
+                    parse_event("order-placed", r.value)
+                seen += len(records)
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def throughput(ctx: BenchContext, deps: WorkerDeps, topic: str) -> tuple[float, float, float]:
+    """Events/s of the processor over the whole backlog, the seconds it took, and how much
+    longer the relay (running beside it, as in the worker) needed to publish every transition."""
+    consumer = await assigned(ctx.bootstrap, topic, deps)
+    relay = OutboxRelay(deps.pool, deps.producer, service="tag-svc")
+    stop = asyncio.Event()
+    relay_task = asyncio.create_task(relay.run(stop))
+    try:
+        started = time.perf_counter()
+        while consumer.stats.consumed < EVENTS:
+            await consumer.poll_once()
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await relay_task
+        while await relay.run_once():  # what the relay had not published yet
+            pass
+        drained = time.perf_counter() - started - elapsed
+    finally:
+        stop.set()
+        await relay_task
+        await consumer.stop()
+    return EVENTS / elapsed, elapsed, drained
+
+
+def serve_api() -> None:
+    """Entry point of the API subprocess: the segment routes on SCRM_TAG_PORT (settings from env)."""
+    settings = TagSettings()
+    spec = ServiceSpec(name="tag-svc", schema="tag", migrations=MIGRATIONS, routers=(segments_api.router,))
+    run_api(create_service_app(spec, settings), settings)
+
+
+@contextlib.asynccontextmanager
+async def api_process(ctx: BenchContext, schema: str) -> AsyncIterator[tuple[str, str]]:
+    """The segments API as its own process (as deployed: the API apart from the worker), on a
+    free port; yields its base URL and an operator token."""
+    port = free_port()
+    secret = secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "SCRM_ENV": "dev",
+        "SCRM_DATABASE_URL": ctx.dsn,
+        "SCRM_KAFKA_BOOTSTRAP": ctx.bootstrap,
+        "SCRM_DB_SCHEMA": schema,
+        "SCRM_TAG_PORT": str(port),
+        "SCRM_JWT_SECRET": secret,
+        "SCRM_LOG_LEVEL": "WARNING",
+    }
+    env.pop("SCRM_OTLP_ENDPOINT", None)
+    token = issue_token(TagSettings(jwt_secret=secret), tenant=TENANT, role="operator")
+    log_path = ctx.workdir / f"{NAME}-api.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from bench.tag_segments import serve_api; serve_api()",
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=base_url, timeout=2.0) as client:
+                deadline = time.monotonic() + 60
+                while True:
+                    if proc.returncode is not None:
+                        raise RuntimeError(f"segments API exited with {proc.returncode}; see {log_path}")
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await client.get("/readyz")).status_code == 200:
+                            break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"segments API not ready; see {log_path}")
+                    await asyncio.sleep(0.1)
+            yield base_url, token
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def latency(ctx: BenchContext, deps: WorkerDeps, schema: str, probe_segment: uuid.UUID) -> list[float]:
+    """Seconds from producing a probe order to its contact listed by the members API."""
+    topic = f"bench-seg-latency-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(ctx.bootstrap, [TopicSpec(topic, partitions=PARTITIONS)])
+    consumer = await assigned(ctx.bootstrap, topic, deps)
+    stop = asyncio.Event()
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    producer = create_producer(ctx.bootstrap, client_id="bench-segments-latency")
+    await producer.start()
+
+    async def background() -> None:
+        n = 0
+        tick = 0.01
+        next_at = time.perf_counter()
+        while not stop.is_set():
+            for _ in range(int(LATENCY_RATE * tick)):
+                n += 1
+                e = order_event(rng, 10_000_000 + n, f"wm{rng.randrange(CONTACTS):08d}", now)
+                await producer.send(topic, value=e.to_bytes(), key=e.key())
+            next_at += tick
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+    samples: list[float] = []
+    async with api_process(ctx, schema) as (base_url, token):
+        client = httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0
+        )
+        tasks = [
+            asyncio.create_task(consumer.run(stop)),
+            asyncio.create_task(OutboxRelay(deps.pool, deps.producer, service="tag-svc").run(stop)),
+            asyncio.create_task(background()),
+        ]
+        try:
+            await asyncio.sleep(2.0)  # the background load reaches its pace first
+            for i in range(PROBES):
+                euid = f"a{i:05d}-{uuid.uuid4().hex[:4]}"  # sorts before the background contacts
+                event = order_event(rng, 20_000_000 + i, euid, datetime.now(UTC), age_days=0)
+                started = time.perf_counter()
+                await producer.send(topic, value=event.to_bytes(), key=event.key())
+                while True:
+                    # Probes sort first: probe i is on a page of i + 1 members.
+                    resp = await client.get(f"/v1/segments/{probe_segment}/members", params={"limit": i + 1})
+                    if any(m["external_userid"] == euid for m in resp.json()["items"]):
+                        break
+                    await asyncio.sleep(POLL_S)
+                samples.append(time.perf_counter() - started)
+                await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            await client.aclose()
+            await consumer.stop()
+            await producer.stop()
+    return samples
+
+
+async def run(ctx: BenchContext) -> list[Figure]:
+    schema = f"bench_seg_{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(ctx.dsn, schema=schema, min_size=2, max_size=8)
+    producer = create_producer(ctx.bootstrap, client_id="bench-segments-worker")
+    await producer.start()
+    try:
+        await migrate_service(pool, schema=schema, directory=MIGRATIONS)
+        await ensure_topics(ctx.bootstrap, platform_topics(partitions=PARTITIONS))
+        segment_ids = await define_segments(pool)
+        topic = f"bench-seg-orders-{uuid.uuid4().hex[:8]}"
+        await ensure_topics(ctx.bootstrap, [TopicSpec(topic, partitions=PARTITIONS)])
+        rng = random.Random(7)
+        now = datetime.now(UTC)
+        await produce(
+            ctx.bootstrap,
+            topic,
+            [order_event(rng, n, f"wm{rng.randrange(CONTACTS):08d}", now) for n in range(EVENTS)],
+        )
+        limit = ctx.limits.get("consume_validate_per_s") or await validate_rate(ctx.bootstrap, topic, EVENTS)
+        settings = TagSettings(kafka_bootstrap=ctx.bootstrap, database_url=ctx.dsn, db_schema=schema)
+        deps = WorkerDeps(pool=pool, producer=producer, settings=settings, service="tag-svc")
+        rate, elapsed, drained = await throughput(ctx, deps, topic)
+        members = await pool.fetchval("SELECT count(*) FROM segment_members")
+        changes = await pool.fetchval("SELECT count(*) FROM outbox")
+        samples = sorted(await latency(ctx, deps, schema, segment_ids[PROBE_RULE]))
+    finally:
+        await producer.stop()
+        with contextlib.suppress(Exception):
+            await pool.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await pool.close()
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    return [
+        Figure(
+            NAME,
+            "processor_events_per_s",
+            rate,
+            "events/s",
+            f"{EVENTS} orders, {CONTACTS} contacts, 20 segments ({ORDER_RULES} read orders)",
+        ),
+        Figure(
+            NAME, "processor_ratio_to_limit", rate / limit, "ratio", "goal >= 0.3 (naive faust agent ~0.03)"
+        ),
+        Figure(NAME, "processor_percent_of_limit", 100 * rate / limit, "%", "the same ratio, in percent"),
+        Figure(NAME, "limit_consume_validate_per_s", limit, "events/s", "what the ratio divides by"),
+        Figure(NAME, "processor_seconds", elapsed, "s", "until every order was applied"),
+        Figure(NAME, "outbox_drained_after_s", drained, "s", f"{changes} segment-changed events published"),
+        Figure(NAME, "memberships_after", float(members), "rows"),
+        Figure(
+            NAME,
+            "order_to_member_p50_ms",
+            statistics.median(samples) * 1000,
+            "ms",
+            f"at {LATENCY_RATE} orders/s",
+        ),
+        Figure(NAME, "order_to_member_p99_ms", p99 * 1000, "ms", "goal <= 1000 (at 5k/s)"),
+        Figure(NAME, "order_to_member_max_ms", samples[-1] * 1000, "ms"),
+    ]

@@ -1,0 +1,330 @@
+"""SQL of segment definitions and backfill progress, tenants' timezones and RFM thresholds, and
+the reads the segments API serves (members, a contact's segments, size history, previews)."""
+
+# Statements share fixed column lists (module constants) through f-strings; no value is ever
+# formatted into SQL, values are $n arguments: which is what S608 guards against.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from tag_svc.processor.store import Conn, Executor
+from tag_svc.segments import CompiledSql, RfmThresholds
+
+__all__ = [
+    "SegmentRow",
+    "backfill_state",
+    "backfilling",
+    "contact_segments",
+    "count_profiles",
+    "delete_segment",
+    "finish_backfill",
+    "get_segment",
+    "history",
+    "insert_segment",
+    "is_followed_by",
+    "list_segments",
+    "live_segments",
+    "members_page",
+    "preview",
+    "record_backfill_chunk",
+    "restart_rfm_backfills",
+    "rfm_thresholds",
+    "run_compiled",
+    "save_rfm_thresholds",
+    "tenants_with_segments",
+    "timezones",
+    "update_segment",
+]
+
+SegmentRow = asyncpg.Record
+
+_SEGMENT = """segment_id, name, rule, rule_version, uses_rfm, status, backfill_cause, backfill_processed,
+backfill_total, size, created_at, updated_at"""
+
+SELECT_TIMEZONES = "SELECT tenant_id, timezone FROM segment_tenants WHERE tenant_id = ANY($1::text[])"
+
+# What the processor evaluates: every segment of the tenant, live or still backfilling (a contact
+# an event touches mid-backfill is evaluated at once, wherever the backfill's cursor is).
+SELECT_LIVE_SEGMENTS = "SELECT segment_id, rule_version, rule FROM segments WHERE tenant_id = $1"
+
+# The schedule's starting point, across tenants: only tenants with segments have anything due.
+SELECT_TENANTS_WITH_SEGMENTS = "SELECT DISTINCT tenant_id FROM segments ORDER BY tenant_id"
+
+COUNT_PROFILES = "SELECT count(*) FROM profiles WHERE tenant_id = $1 AND status <> 'erased'"
+
+INSERT_SEGMENT = f"""
+INSERT INTO segments (tenant_id, segment_id, name, rule, uses_rfm, status, backfill_cause, backfill_cursor,
+                      backfill_total)
+VALUES ($1, $2, $3, $4::text::jsonb, $5, 'backfilling', 'backfill', '', $6)
+RETURNING {_SEGMENT}
+"""
+
+SELECT_SEGMENTS = f"SELECT {_SEGMENT} FROM segments WHERE tenant_id = $1 ORDER BY created_at, segment_id"
+SELECT_SEGMENT = f"SELECT {_SEGMENT} FROM segments WHERE tenant_id = $1 AND segment_id = $2"
+LOCK_SEGMENT = f"SELECT {_SEGMENT} FROM segments WHERE tenant_id = $1 AND segment_id = $2 FOR UPDATE"
+
+# A new rule: a new version, and a backfill from the first profile (chunks of the old version
+# still in flight are refused when they commit).
+UPDATE_SEGMENT_RULE = f"""
+UPDATE segments SET name = $3, rule = $4::text::jsonb, uses_rfm = $5, rule_version = rule_version + 1,
+    status = 'backfilling', backfill_cause = 'rule-edited', backfill_cursor = '', backfill_processed = 0,
+    backfill_total = $6, updated_at = now()
+WHERE tenant_id = $1 AND segment_id = $2
+RETURNING {_SEGMENT}
+"""
+
+RENAME_SEGMENT = f"""
+UPDATE segments SET name = $3, updated_at = now() WHERE tenant_id = $1 AND segment_id = $2
+RETURNING {_SEGMENT}
+"""
+
+# The tenant's RFM thresholds moved: every segment using them is recomputed like an edit.
+RESTART_RFM_BACKFILLS = """
+UPDATE segments SET rule_version = rule_version + 1, status = 'backfilling', backfill_cause = 'rule-edited',
+    backfill_cursor = '', backfill_processed = 0, backfill_total = $2, updated_at = now()
+WHERE tenant_id = $1 AND uses_rfm
+"""
+
+# Members, size history and (through the cascade) everything else of the segment go with it.
+DELETE_SEGMENT = "DELETE FROM segments WHERE tenant_id = $1 AND segment_id = $2"
+
+# The backfill runner's queue scan, across tenants: the segment whose last chunk is oldest.
+SELECT_BACKFILLING = """
+SELECT tenant_id, segment_id FROM segments WHERE status = 'backfilling' ORDER BY updated_at LIMIT $1
+"""
+
+SELECT_BACKFILL_STATE = """
+SELECT rule, rule_version, backfill_cause, backfill_cursor FROM segments
+WHERE tenant_id = $1 AND segment_id = $2 AND status = 'backfilling'
+"""
+
+# A chunk's progress commits only under the rule version it was computed with.
+RECORD_BACKFILL_CHUNK = """
+UPDATE segments SET backfill_cursor = $4, backfill_processed = backfill_processed + $5,
+    backfill_total = GREATEST(backfill_total, backfill_processed + $5), updated_at = now()
+WHERE tenant_id = $1 AND segment_id = $2 AND rule_version = $3 AND status = 'backfilling'
+RETURNING segment_id
+"""
+
+FINISH_BACKFILL = """
+UPDATE segments SET status = 'live', backfill_total = backfill_processed, updated_at = now()
+WHERE tenant_id = $1 AND segment_id = $2 AND rule_version = $3 AND status = 'backfilling'
+RETURNING segment_id
+"""
+
+SELECT_RFM = """
+SELECT recent_within_days, frequent_min_orders, monetary_min, window_days, derived, buyers, computed_at
+FROM rfm_thresholds WHERE tenant_id = $1
+"""
+
+UPSERT_RFM = """
+INSERT INTO rfm_thresholds (tenant_id, recent_within_days, frequent_min_orders, monetary_min, window_days,
+                            derived, buyers, computed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+ON CONFLICT (tenant_id) DO UPDATE SET
+    recent_within_days = EXCLUDED.recent_within_days, frequent_min_orders = EXCLUDED.frequent_min_orders,
+    monetary_min = EXCLUDED.monetary_min, window_days = EXCLUDED.window_days, derived = EXCLUDED.derived,
+    buyers = EXCLUDED.buyers, computed_at = EXCLUDED.computed_at
+"""
+
+# Cursor pagination in key order; a guide sees the members among the contacts they follow.
+SELECT_MEMBERS_PAGE = """
+SELECT m.external_userid, m.entered_at FROM segment_members m
+WHERE m.tenant_id = $1 AND m.segment_id = $2 AND m.external_userid > $3
+ORDER BY m.external_userid
+LIMIT $4
+"""
+SELECT_MEMBERS_PAGE_OF_STAFF = """
+SELECT m.external_userid, m.entered_at FROM segment_members m
+JOIN profiles p ON p.tenant_id = m.tenant_id AND p.external_userid = m.external_userid
+WHERE m.tenant_id = $1 AND m.segment_id = $2 AND m.external_userid > $3 AND p.staff_ids @> ARRAY[$5::text]
+ORDER BY m.external_userid
+LIMIT $4
+"""
+
+SELECT_CONTACT_SEGMENTS = """
+SELECT m.segment_id, s.name, m.entered_at FROM segment_members m
+JOIN segments s ON s.tenant_id = m.tenant_id AND s.segment_id = m.segment_id
+WHERE m.tenant_id = $1 AND m.external_userid = $2
+ORDER BY s.name, m.segment_id
+"""
+
+SELECT_IS_FOLLOWED_BY = """
+SELECT EXISTS (SELECT 1 FROM profiles WHERE tenant_id = $1 AND external_userid = $2 AND staff_ids @> ARRAY[$3::text])
+"""
+
+SELECT_HISTORY = """
+SELECT day, size, entered, exited FROM segment_size_history
+WHERE tenant_id = $1 AND segment_id = $2 AND day BETWEEN $3 AND $4
+ORDER BY day
+"""
+SELECT_SIZE_BEFORE = """
+SELECT size FROM segment_size_history
+WHERE tenant_id = $1 AND segment_id = $2 AND day < $3
+ORDER BY day DESC
+LIMIT 1
+"""
+
+# Previews: the compiled rule (tag_svc.segments.compile_sql, arguments from $2 on) over the
+# tenant's profiles. The predicate holds only $n placeholders and fixed SQL, never a value.
+PREVIEW_COUNT = (
+    "SELECT count(*) FROM profiles p WHERE p.tenant_id = $1 AND p.status <> 'erased' AND ({predicate})"
+)
+PREVIEW_SAMPLE = """
+SELECT p.external_userid FROM profiles p WHERE p.tenant_id = $1 AND p.status <> 'erased' AND ({predicate})
+ORDER BY p.external_userid LIMIT {limit}
+"""
+
+
+async def timezones(db: Executor, tenants: Collection[str]) -> dict[str, str]:
+    """The timezone name of each tenant that set one."""
+    rows = await db.fetch(SELECT_TIMEZONES, sorted(tenants))
+    return {r["tenant_id"]: r["timezone"] for r in rows}
+
+
+async def live_segments(conn: Conn, tenant_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_LIVE_SEGMENTS, tenant_id)
+
+
+async def tenants_with_segments(db: Executor) -> list[str]:
+    return [r["tenant_id"] for r in await db.fetch(SELECT_TENANTS_WITH_SEGMENTS)]
+
+
+async def count_profiles(db: Executor, tenant_id: str) -> int:
+    return int(await db.fetchval(COUNT_PROFILES, tenant_id))
+
+
+async def insert_segment(
+    conn: Conn, tenant_id: str, segment_id: UUID, name: str, rule: dict[str, Any], uses_rfm: bool, total: int
+) -> SegmentRow:
+    row = await conn.fetchrow(INSERT_SEGMENT, tenant_id, segment_id, name, _json(rule), uses_rfm, total)
+    assert row is not None
+    return row
+
+
+async def list_segments(db: Executor, tenant_id: str) -> list[SegmentRow]:
+    return await db.fetch(SELECT_SEGMENTS, tenant_id)
+
+
+async def get_segment(
+    db: Executor, tenant_id: str, segment_id: UUID, *, lock: bool = False
+) -> SegmentRow | None:
+    return await db.fetchrow(LOCK_SEGMENT if lock else SELECT_SEGMENT, tenant_id, segment_id)
+
+
+async def update_segment(
+    conn: Conn,
+    tenant_id: str,
+    segment_id: UUID,
+    name: str,
+    rule: dict[str, Any] | None = None,
+    uses_rfm: bool = False,
+    total: int = 0,
+) -> SegmentRow | None:
+    """Rename, or with ``rule`` replace the rule and restart the backfill."""
+    if rule is None:
+        return await conn.fetchrow(RENAME_SEGMENT, tenant_id, segment_id, name)
+    return await conn.fetchrow(UPDATE_SEGMENT_RULE, tenant_id, segment_id, name, _json(rule), uses_rfm, total)
+
+
+async def restart_rfm_backfills(conn: Conn, tenant_id: str, total: int) -> None:
+    await conn.execute(RESTART_RFM_BACKFILLS, tenant_id, total)
+
+
+async def delete_segment(conn: Conn, tenant_id: str, segment_id: UUID) -> bool:
+    return await conn.execute(DELETE_SEGMENT, tenant_id, segment_id) != "DELETE 0"
+
+
+async def backfilling(db: Executor, limit: int) -> list[tuple[str, UUID]]:
+    return [(r["tenant_id"], r["segment_id"]) for r in await db.fetch(SELECT_BACKFILLING, limit)]
+
+
+async def backfill_state(conn: Conn, tenant_id: str, segment_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_BACKFILL_STATE, tenant_id, segment_id)
+
+
+async def record_backfill_chunk(
+    conn: Conn, tenant_id: str, segment_id: UUID, version: int, cursor: str, processed: int
+) -> bool:
+    """Move the cursor; ``False`` when the rule changed (or the segment went) meanwhile."""
+    return (
+        await conn.fetchval(RECORD_BACKFILL_CHUNK, tenant_id, segment_id, version, cursor, processed)
+        is not None
+    )
+
+
+async def finish_backfill(conn: Conn, tenant_id: str, segment_id: UUID, version: int) -> bool:
+    return await conn.fetchval(FINISH_BACKFILL, tenant_id, segment_id, version) is not None
+
+
+async def rfm_thresholds(db: Executor, tenant_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(SELECT_RFM, tenant_id)
+
+
+async def save_rfm_thresholds(
+    db: Executor, tenant_id: str, thresholds: RfmThresholds, *, derived: bool, buyers: int | None
+) -> None:
+    await db.execute(
+        UPSERT_RFM,
+        tenant_id,
+        thresholds.recent_within_days,
+        thresholds.frequent_min_orders,
+        thresholds.monetary_min,
+        thresholds.window_days,
+        derived,
+        buyers,
+    )
+
+
+async def run_compiled(db: Executor, query: CompiledSql) -> list[asyncpg.Record]:
+    """Rows of one of tag_svc.segments.sql's RFM queries (built there, values as arguments)."""
+    return await db.fetch(query.sql, *query.args)
+
+
+async def members_page(
+    db: Executor, tenant_id: str, segment_id: UUID, after: str, limit: int, staff_id: str | None
+) -> list[asyncpg.Record]:
+    if staff_id is None:
+        return await db.fetch(SELECT_MEMBERS_PAGE, tenant_id, segment_id, after, limit)
+    return await db.fetch(SELECT_MEMBERS_PAGE_OF_STAFF, tenant_id, segment_id, after, limit, staff_id)
+
+
+async def contact_segments(db: Executor, tenant_id: str, external_userid: str) -> list[asyncpg.Record]:
+    return await db.fetch(SELECT_CONTACT_SEGMENTS, tenant_id, external_userid)
+
+
+async def is_followed_by(db: Executor, tenant_id: str, external_userid: str, staff_id: str) -> bool:
+    return bool(await db.fetchval(SELECT_IS_FOLLOWED_BY, tenant_id, external_userid, staff_id))
+
+
+async def history(
+    db: Executor, tenant_id: str, segment_id: UUID, first: date, last: date
+) -> tuple[int, list[asyncpg.Record]]:
+    """The size before ``first`` and the history rows of ``first..last``."""
+    before = await db.fetchval(SELECT_SIZE_BEFORE, tenant_id, segment_id, first)
+    rows = await db.fetch(SELECT_HISTORY, tenant_id, segment_id, first, last)
+    return int(before or 0), rows
+
+
+async def preview(db: Executor, tenant_id: str, predicate: CompiledSql, sample: int) -> tuple[int, list[str]]:
+    """How many of the tenant's contacts match ``predicate`` (compiled with ``first_arg=2``), and
+    the first ``sample`` of them in key order."""
+    count_sql = PREVIEW_COUNT.format(predicate=predicate.sql)
+    sample_sql = PREVIEW_SAMPLE.format(predicate=predicate.sql, limit=int(sample))
+    count = await db.fetchval(count_sql, tenant_id, *predicate.args)
+    rows = await db.fetch(sample_sql, tenant_id, *predicate.args) if count else []
+    return int(count), [r["external_userid"] for r in rows]
+
+
+def _json(value: Any) -> str:
+    # The rule column is written through text (::jsonb) so the statement does not depend on the
+    # connection's jsonb codec.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
