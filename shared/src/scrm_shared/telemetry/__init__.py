@@ -30,6 +30,7 @@ from scrm_shared.telemetry.logs import (
     PERSONAL_DATA_KEYS,
     REDACTED,
     configure_logging,
+    hide_http_query_strings,
     scrub_personal_data,
 )
 from scrm_shared.telemetry.metrics import (
@@ -74,6 +75,7 @@ __all__ = [
     "configure_logging",
     "extract_context",
     "get_tracer",
+    "hide_http_query_strings",
     "inject_headers",
     "instrument_app",
     "metrics_response",
@@ -104,6 +106,7 @@ def setup(service_name: str, settings: PlatformSettings) -> None:
 
     try:
         configure_logging(service_name, level=settings.log_level, json_output=settings.log_json)
+        hide_http_query_strings()
     except Exception:
         logging.basicConfig(level=logging.INFO)
         log.exception("structured logging setup failed; using plain logging")

@@ -226,3 +226,30 @@ def configure_logging(
 def _level(name: str) -> int:
     level = logging.getLevelName(str(name).upper())
     return level if isinstance(level, int) else logging.INFO
+
+
+class DropQueryStrings(logging.Filter):
+    """Strip query strings from httpx's "HTTP Request: <method> <url>" log lines.
+
+    Server APIs such as WeCom's take the corp secret, the access_token and customer ids in the
+    query string; none of those may reach the logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import httpx  # imported here: only processes that log httpx requests need it
+
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(
+                str(a.copy_with(query=None)) if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+_QUERY_FILTER = DropQueryStrings()
+
+
+def hide_http_query_strings() -> None:
+    """Install :class:`DropQueryStrings` on the ``httpx`` logger (idempotent)."""
+    logger = logging.getLogger("httpx")
+    if _QUERY_FILTER not in logger.filters:
+        logger.addFilter(_QUERY_FILTER)

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import asyncpg
 import httpx
 
+from scrm_shared.telemetry.logs import hide_http_query_strings
 from tag_svc.config import TagSettings
 from tag_svc.tags.store import wecom as store
 
@@ -163,7 +164,7 @@ class CredentialTokenProvider:
         margin: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        _install_query_filter()
+        hide_http_query_strings()
         self.pool = pool
         self.http = http
         self.api_base = api_base.rstrip("/")
@@ -215,7 +216,7 @@ class HttpAdapter:
     """
 
     def __init__(self, http: httpx.AsyncClient, api_base: str, tokens: TokenProvider) -> None:
-        _install_query_filter()
+        hide_http_query_strings()
         self.http = http
         self.api_base = api_base.rstrip("/")
         self.tokens = tokens
@@ -292,24 +293,3 @@ async def _call(
 def _errcode(payload: dict[str, Any]) -> int:
     errcode = payload.get("errcode", 0)
     return errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else SYSTEM_BUSY
-
-
-class _DropQueryStrings(logging.Filter):
-    """Strip query strings from httpx's "HTTP Request: POST <url>" lines: they carry the secret
-    and the access_token."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
-            record.args = tuple(
-                str(a.copy_with(query=None)) if isinstance(a, httpx.URL) else a for a in record.args
-            )
-        return True
-
-
-_QUERY_FILTER = _DropQueryStrings()
-
-
-def _install_query_filter() -> None:
-    logger = logging.getLogger("httpx")
-    if _QUERY_FILTER not in logger.filters:
-        logger.addFilter(_QUERY_FILTER)

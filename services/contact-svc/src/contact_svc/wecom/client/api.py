@@ -26,6 +26,7 @@ from contact_svc.wecom.client.errors import (
 from contact_svc.wecom.client.models import ContactByUser, ContactDetail, ContactsPage, FollowInfo, parse
 from contact_svc.wecom.client.retry import RetryPolicy
 from contact_svc.wecom.client.tokens import Token, TokenSlot, token_key
+from scrm_shared.telemetry.logs import hide_http_query_strings
 
 # The name it had before the client became a package, so logging configuration keeps applying.
 log = logging.getLogger("contact_svc.wecom.client")
@@ -48,27 +49,6 @@ BATCH_LIMIT_MAX = 100  # batch/get_by_user: at most 100 records per page and 100
 MAX_PAGES = 10_000
 
 
-class _DropQueryStrings(logging.Filter):
-    """Strip query strings from httpx's "HTTP Request: GET <url>" lines: they carry the secret,
-    the access_token and customer ids."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
-            record.args = tuple(
-                str(a.copy_with(query=None)) if isinstance(a, httpx.URL) else a for a in record.args
-            )
-        return True
-
-
-_QUERY_FILTER = _DropQueryStrings()
-
-
-def _install_query_filter() -> None:
-    logger = logging.getLogger("httpx")
-    if _QUERY_FILTER not in logger.filters:
-        logger.addFilter(_QUERY_FILTER)
-
-
 class WeComClient:
     """Shared HTTP client, token cache and retry loop for every corp.
 
@@ -88,7 +68,7 @@ class WeComClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        _install_query_filter()
+        hide_http_query_strings()
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
         self.token_margin = token_margin
