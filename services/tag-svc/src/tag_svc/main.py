@@ -14,7 +14,7 @@ from scrm_shared.service import ServiceSpec
 from scrm_shared.service.cli import service_cli
 from tag_svc.api import ROUTERS
 from tag_svc.config import TagSettings
-from tag_svc.stream import BACKGROUND, TOPICS, build_handler
+from tag_svc.stream import BACKGROUND, TOPICS, build_faust, build_handler
 
 SPEC = ServiceSpec(
     name="tag-svc",
@@ -24,4 +24,11 @@ SPEC = ServiceSpec(
     description="tag groups and tags, rule-based tagging, live segment membership",
 )
 
-cli = service_cli(SPEC, TagSettings, topics=TOPICS, build_handler=build_handler, background=BACKGROUND)
+cli = service_cli(
+    SPEC,
+    TagSettings,
+    topics=TOPICS,
+    build_handler=build_handler,
+    background=BACKGROUND,
+    faust_app=build_faust,
+)

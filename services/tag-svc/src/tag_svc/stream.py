@@ -6,18 +6,23 @@ erasure tombstones, follow relations, WeCom-side tag edits with their ``contact-
 Offsets are committed by the shared consume loop only after that transaction.
 
 Background tasks: the bulk tag job runner, the WeCom mark_tag pusher, and live segments (the
-processor's own consume loop, the schedule, backfills: see :mod:`tag_svc.processor`).
+processor's own consume loop and backfills: see :mod:`tag_svc.processor`). faust hosts the timer
+of time-driven segment transitions (:func:`build_faust`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import faust
+
 from scrm_shared.db.inbox import claim_batch
 from scrm_shared.kafka.consumer import Consumed, Handler
 from scrm_shared.service import WorkerDeps
+from scrm_shared.service.faust_host import add_timer, create_faust_app
 from scrm_shared.service.tally import count_tally
-from tag_svc.processor import BACKGROUND as SEGMENT_BACKGROUND
+from tag_svc.processor import SegmentScheduler, run_segment_backfills, run_segment_processor
+from tag_svc.processor.schedule import INTERVAL_SECONDS as SCHEDULE_INTERVAL_SECONDS
 from tag_svc.tags.inbound import apply_events
 from tag_svc.tags.jobs import run_tag_jobs
 from tag_svc.tags.pushes import run_wecom_pushes
@@ -33,8 +38,16 @@ TOPICS = (
     "contact-erased",
 )
 # The live segment processor runs its own consume loop (group tag-svc-segments) as a background
-# task, beside the schedule of time-driven changes and the backfill runner.
-BACKGROUND = (run_tag_jobs, run_wecom_pushes, *SEGMENT_BACKGROUND)
+# task, beside the backfill runner; the schedule of time-driven changes is a faust timer.
+BACKGROUND = (run_tag_jobs, run_wecom_pushes, run_segment_processor, run_segment_backfills)
+
+
+def build_faust(deps: WorkerDeps) -> faust.App:
+    """The worker's faust app: hosts the timer that applies time-driven segment transitions."""
+    app = create_faust_app(deps.service, deps.settings)
+    scheduler = SegmentScheduler(deps.pool)
+    add_timer(app, SCHEDULE_INTERVAL_SECONDS, scheduler.run_once, name="segment_schedule")
+    return app
 
 
 def build_handler(deps: WorkerDeps) -> Handler:

@@ -35,7 +35,12 @@ def test_worker_owns_its_topics_and_schema():
         "contact-updated",
         "contact-erased",
     }
-    assert BACKGROUND == (run_tag_jobs, run_wecom_pushes, *processor.BACKGROUND)
+    assert BACKGROUND == (
+        run_tag_jobs,
+        run_wecom_pushes,
+        processor.run_segment_processor,
+        processor.run_segment_backfills,
+    )
     assert SPEC.schema == "tag"
     names = sorted(p.name for p in SPEC.migrations.glob("*.sql"))
     assert names[0] == "0001_init.sql" and "0003_tags.sql" in names
