@@ -18,10 +18,10 @@ from fastapi import FastAPI
 from contact_svc.config import ContactSettings
 from contact_svc.main import SPEC
 from contact_svc.stream import BACKGROUND, TOPICS, build_handler
-from scrm_shared.auth import issue_token
 from scrm_shared.kafka.topics import ensure_topics, platform_topics
 from scrm_shared.service import create_service_app
 from scrm_shared.service.worker import serve_worker
+from scrm_shared.testing.plugin import asgi_client, bearer
 
 
 @pytest.fixture
@@ -50,8 +50,7 @@ async def contact_app(contact_settings: ContactSettings) -> AsyncIterator[FastAP
 
 @pytest_asyncio.fixture
 async def client(contact_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=contact_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://contact-svc") as c:
+    async with asgi_client(contact_app, "contact-svc") as c:
         yield c
 
 
@@ -60,8 +59,7 @@ def auth(contact_settings: ContactSettings) -> Callable[..., dict[str, str]]:
     """``auth(tenant, role, staff=None)`` -> Authorization header for that principal."""
 
     def make(tenant: str, role: str = "admin", staff: str | None = None) -> dict[str, str]:
-        token = issue_token(contact_settings, tenant=tenant, role=role, staff_id=staff)
-        return {"Authorization": f"Bearer {token}"}
+        return bearer(contact_settings, tenant, role, staff)
 
     return make
 

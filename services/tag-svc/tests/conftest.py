@@ -20,13 +20,12 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
-from scrm_shared.auth import issue_token
 from scrm_shared.events.envelope import EventEnvelope
 from scrm_shared.kafka.producer import create_producer
 from scrm_shared.kafka.topics import ensure_topics, platform_topics
 from scrm_shared.service import create_service_app
 from scrm_shared.service.worker import serve_worker
-from scrm_shared.testing.plugin import wait_for
+from scrm_shared.testing.plugin import asgi_client, bearer, wait_for
 from tag_svc.config import TagSettings
 from tag_svc.main import SPEC
 from tag_svc.stream import TOPICS, build_handler
@@ -71,8 +70,7 @@ def pool(tag_app: FastAPI) -> asyncpg.Pool:
 
 @pytest_asyncio.fixture
 async def client(tag_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=tag_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tag-svc") as c:
+    async with asgi_client(tag_app, "tag-svc") as c:
         yield c
 
 
@@ -81,8 +79,7 @@ def auth(tag_settings: TagSettings) -> Callable[..., dict[str, str]]:
     """``auth(tenant, role, staff=None)`` -> Authorization header for that principal."""
 
     def make(tenant: str, role: str = "admin", staff: str | None = None) -> dict[str, str]:
-        token = issue_token(tag_settings, tenant=tenant, role=role, staff_id=staff, subject=f"{role}-user")
-        return {"Authorization": f"Bearer {token}"}
+        return bearer(tag_settings, tenant, role, staff, subject=f"{role}-user")
 
     return make
 

@@ -8,10 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import faust
-import httpx
 import pytest
 
-from scrm_shared.auth import issue_token
 from scrm_shared.events import FriendAddedEvent, new_event
 from scrm_shared.kafka.producer import create_producer
 from scrm_shared.kafka.topics import ensure_topics, platform_topics
@@ -20,7 +18,7 @@ from scrm_shared.service.faust_host import add_timer, create_faust_app
 from scrm_shared.service.tally import ingest_router, tally_handler
 from scrm_shared.service.worker import WorkerDeps, serve_worker
 from scrm_shared.testing.infra import free_port, port_open
-from scrm_shared.testing.plugin import wait_for
+from scrm_shared.testing.plugin import asgi_client, bearer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +58,7 @@ def friend_added(tenant: str, n: int) -> FriendAddedEvent:
 async def test_app_probes_auth_and_metrics(spec, settings, pg_schema):
     app = create_service_app(spec, settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        async with asgi_client(app) as client:
             assert (await client.get("/healthz")).json() == {"status": "ok"}
             ready = await client.get("/readyz")
             assert ready.status_code == 200, ready.text
@@ -78,11 +75,11 @@ async def test_app_probes_auth_and_metrics(spec, settings, pg_schema):
             unauth = await client.get("/v1/ingest/stats")
             assert unauth.status_code == 401
             assert unauth.headers["content-type"].startswith("application/problem+json")
-            token = issue_token(settings, tenant="acme", role="guide", staff_id="zhang.wei")
-            forbidden = await client.get("/v1/ingest/stats", headers={"Authorization": f"Bearer {token}"})
+            forbidden = await client.get(
+                "/v1/ingest/stats", headers=bearer(settings, "acme", "guide", "zhang.wei")
+            )
             assert forbidden.status_code == 403
-            token = issue_token(settings, tenant="acme", role="operator")
-            ok = await client.get("/v1/ingest/stats", headers={"Authorization": f"Bearer {token}"})
+            ok = await client.get("/v1/ingest/stats", headers=bearer(settings, "acme", "operator"))
             assert ok.status_code == 200
             assert ok.json() == {"tenant_id": "acme", "topics": []}
 
@@ -118,14 +115,12 @@ async def test_worker_tallies_each_event_once_per_tenant(spec, settings, kafka_b
     app = create_service_app(spec, settings)
     try:
         async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            token = issue_token(settings, tenant=tenant, role="admin")
-            async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+            async with asgi_client(app) as client:
 
                 async def tallied() -> bool:
                     if worker.done():
                         worker.result()
-                    resp = await client.get("/v1/ingest/stats", headers={"Authorization": f"Bearer {token}"})
+                    resp = await client.get("/v1/ingest/stats", headers=bearer(settings, tenant))
                     return resp.json()["topics"] == [
                         {"topic": "friend-added", "event_type": "friend-added", "consumed": 5}
                     ]

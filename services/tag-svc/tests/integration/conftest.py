@@ -49,7 +49,7 @@ from scrm_shared.kafka.producer import create_producer
 from scrm_shared.kafka.topics import TopicSpec, ensure_topics
 from scrm_shared.service import ServiceSpec, create_service_app
 from scrm_shared.service.worker import WorkerDeps
-from scrm_shared.testing.plugin import wait_for
+from scrm_shared.testing.plugin import asgi_client, wait_for
 from tag_svc.api import rfm, segments
 from tag_svc.config import TagSettings
 from tag_svc.processor import TOPICS, SegmentBackfiller, SegmentScheduler, build_segment_handler
@@ -105,8 +105,7 @@ def seg_pool(seg_app: FastAPI) -> asyncpg.Pool:
 
 @pytest_asyncio.fixture
 async def seg_client(seg_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=seg_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tag-svc") as c:
+    async with asgi_client(seg_app, "tag-svc") as c:
         yield c
 
 

@@ -11,16 +11,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from fastapi import FastAPI
 
+from scrm_shared.auth import issue_token
+from scrm_shared.config import PlatformSettings
 from scrm_shared.testing.infra import (
     EmbeddedBroker,
     embedded_postgres_dsn,
@@ -126,3 +132,18 @@ async def read_topic(
         return out
     finally:
         await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(app: FastAPI, name: str = "svc") -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client calling ``app`` in-process (FastAPI's TestClient warns on this starlette)."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as client:
+        yield client
+
+
+def bearer(
+    settings: PlatformSettings, tenant: str, role: str = "admin", staff: str | None = None, **claims: Any
+) -> dict[str, str]:
+    """``Authorization`` header of a token for that principal, signed with ``settings``' secret."""
+    token = issue_token(settings, tenant=tenant, role=role, staff_id=staff, **claims)
+    return {"Authorization": f"Bearer {token}"}
