@@ -30,6 +30,7 @@ from tag_svc.segments import (
     order_refunded_fact,
     parse_rule,
 )
+from tag_svc.segments.evaluator import assess_rules, compile_rule
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TODAY = date(2024, 5, 1)
@@ -581,6 +582,24 @@ def test_next_change_is_the_first_day_the_answer_differs(rule, p):
         if change is not None and day >= change:
             break
         assert evaluate(parsed, p, day, rfm=PROPERTY_THRESHOLDS) == start, day
+
+
+@settings(
+    max_examples=200,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(rules=st.lists(_rules, min_size=1, max_size=5), p=_profiles())
+def test_assessing_many_rules_at_once_equals_each_alone(rules, p):
+    # The processor's hot path shares series and atoms across a contact's rules and stops at the
+    # first flip of any rule: it must give each rule's own answer, and the earliest next change.
+    parsed = [parse_rule(r) for r in rules]
+    values, due = assess_rules(p, [compile_rule(r) for r in parsed], TODAY, rfm=PROPERTY_THRESHOLDS)
+    assert values == [evaluate(r, p, TODAY, rfm=PROPERTY_THRESHOLDS) for r in parsed]
+    changes = [d for r in parsed if (d := next_change(r, p, TODAY, rfm=PROPERTY_THRESHOLDS)) is not None]
+    assert due == (min(changes) if changes else None)
 
 
 def test_today_is_the_tenants_date_not_utcs():

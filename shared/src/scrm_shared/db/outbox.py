@@ -53,6 +53,14 @@ INSERT_ROW = """
 INSERT INTO outbox (topic, key, value, headers, event_id)
 VALUES ($1, $2, $3, $4::text::jsonb, $5)
 """
+# Many rows in one statement: ids follow the array order (WITH ORDINALITY), so events keep the
+# order they were given in, key by key.
+INSERT_ROWS = """
+INSERT INTO outbox (topic, key, value, headers, event_id)
+SELECT $1, x.k, x.v, $4::text::jsonb, x.e
+FROM unnest($2::bytea[], $3::bytea[], $5::uuid[]) WITH ORDINALITY AS x(k, v, e, n)
+ORDER BY x.n
+"""
 # Only one relay per schema publishes at a time (the others find the lock taken and wait for the
 # next wake-up): with two relays each taking a different batch, a later row of a key could
 # overtake an earlier one. SKIP LOCKED keeps a relay off rows some other session holds.
@@ -171,7 +179,14 @@ async def enqueue_events(
             "(async with conn.transaction(): ...)"
         )
     encoded = _encode_headers([*(headers or ()), *current_trace_headers()])
-    await conn.executemany(INSERT_ROW, [(topic, e.key(), e.to_bytes(), encoded, e.event_id) for e in events])
+    await conn.execute(
+        INSERT_ROWS,
+        topic,
+        [e.key() for e in events],
+        [e.to_bytes() for e in events],
+        encoded,
+        [e.event_id for e in events],
+    )
 
 
 async def purge_sent(pool: asyncpg.Pool, older_than: timedelta, *, batch_size: int = 10_000) -> int:

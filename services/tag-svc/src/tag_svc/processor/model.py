@@ -14,13 +14,14 @@ No I/O here: the handler, the schedule and the backfill feed it rows and write w
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from tag_svc.segments import Fact, Profile, RfmThresholds, Rule, evaluate, next_change
+from tag_svc.segments import Fact, Profile, RfmThresholds, Rule
+from tag_svc.segments.evaluator import CompiledRule, assess_rules, compile_rule
 from tag_svc.segments.rules import (
     AttrCondition,
     EventCondition,
@@ -131,6 +132,10 @@ class LiveSegment:
     rule: Rule
     version: int
     inputs: RuleInputs
+    compiled: CompiledRule = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compiled", compile_rule(self.rule))
 
     @property
     def uses_rfm(self) -> bool:
@@ -211,38 +216,20 @@ def assess(
     today: date,
     rfm: RfmThresholds | None,
 ) -> Assessment:
-    """Evaluate ``segments`` for ``profile`` on ``today`` and find the earliest next change.
-
-    Each rule sees only the facts it can read (by type, within its horizon): the engine's
-    answers are the same, and it walks fewer facts. An erased contact is in no segment.
-    """
+    """Evaluate ``segments`` for ``profile`` on ``today`` and find the earliest next change
+    (:func:`tag_svc.segments.assess_rules`: the contact's facts prepared once for all of them).
+    An erased contact is in no segment."""
     out = Assessment()
     if profile.status == "erased":
         return out
-    by_type: dict[str, list[Fact]] = {}
-    for fact in profile.facts:
-        by_type.setdefault(fact.event_type, []).append(fact)
-    views: dict[tuple[frozenset[str], int | None], Profile] = {}
-    for segment in segments:
-        inputs = segment.inputs
-        key = (inputs.fact_types, inputs.horizon)
-        view = views.get(key)
-        if view is None:
-            oldest = None if inputs.horizon is None else today.toordinal() - inputs.horizon
-            facts = tuple(
-                f
-                for t in inputs.fact_types
-                for f in by_type.get(t, ())
-                if oldest is None or f.day.toordinal() >= oldest
-            )
-            view = views[key] = replace(profile, facts=facts)
-        thresholds = rfm if segment.uses_rfm else None
-        if evaluate(segment.rule, view, today, rfm=thresholds):
-            out.members.add(segment.segment_id)
-        if inputs.timed:
-            day = next_change(segment.rule, view, today, rfm=thresholds)
-            if day is not None and (out.due is None or day < out.due):
-                out.due = day
+    chosen = tuple(segments)
+    values, out.due = assess_rules(
+        profile,
+        [s.compiled for s in chosen],
+        today,
+        rfm=rfm if any(s.uses_rfm for s in chosen) else None,
+    )
+    out.members = {s.segment_id for s, inside in zip(chosen, values, strict=True) if inside}
     return out
 
 

@@ -18,10 +18,11 @@ Pure: no I/O, no clock. "Today" is always an argument, the tenant-local date of 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Protocol
 
 from tag_svc.segments.profile import ZERO, DaySeries, Fact, FactLine, Profile
@@ -30,6 +31,7 @@ from tag_svc.segments.rules import (
     AllOf,
     AnyOf,
     AttrCondition,
+    Condition,
     EventCondition,
     Filters,
     FirstAddedCondition,
@@ -40,7 +42,15 @@ from tag_svc.segments.rules import (
     TagCondition,
 )
 
-__all__ = ["evaluate", "next_change", "uses_rfm"]
+__all__ = [
+    "CompiledRule",
+    "ContactFacts",
+    "assess_rules",
+    "compile_rule",
+    "evaluate",
+    "next_change",
+    "uses_rfm",
+]
 
 
 def evaluate(rule: Rule, profile: Profile, today: date, *, rfm: RfmThresholds | None = None) -> bool:
@@ -48,8 +58,8 @@ def evaluate(rule: Rule, profile: Profile, today: date, *, rfm: RfmThresholds | 
 
     ``rfm``: the tenant's RFM thresholds, required when the rule has an ``rfm`` condition.
     """
-    tree = _Compiler(profile, rfm).compile(rule)
-    return tree.value(today)
+    compiled = compile_rule(rule)
+    return ContactFacts(profile, rfm).value(compiled, today)
 
 
 def next_change(
@@ -61,20 +71,45 @@ def next_change(
     already passed every fact). Exact, not a hint: on every day strictly between ``today`` and
     the result, the rule's value equals today's.
     """
-    tree = _Compiler(profile, rfm).compile(rule)
-    values = [atom.value_at(today) for atom in tree.atoms]
-    start = tree.combine(values)
-    steps: dict[date, list[int]] = defaultdict(list)
-    for index, atom in enumerate(tree.atoms):
-        for day in atom.steps():
-            if day > today:
-                steps[day].append(index)
-    for day in sorted(steps):
-        for index in steps[day]:
-            values[index] = tree.atoms[index].value_at(day)
-        if tree.combine(values) != start:
-            return day
-    return None
+    _, due = assess_rules(profile, (compile_rule(rule),), today, rfm=rfm)
+    return due
+
+
+def assess_rules(
+    profile: Profile,
+    rules: Sequence[CompiledRule],
+    today: date,
+    *,
+    rfm: RfmThresholds | None = None,
+) -> tuple[list[bool], date | None]:
+    """Every rule's answer today for one contact, and the first day after today on which *any*
+    of them gives another answer (absent new events): ``min(next_change(r) for r in rules)``.
+
+    The processor's hot path. The contact's facts are prepared once for all the rules (one day
+    series per distinct measure and filter set, one atom per distinct condition), and the search
+    for the next change stops at the first day on which any rule flips, instead of walking every
+    rule's own steps to its end.
+    """
+    contact = ContactFacts(profile, rfm)
+    bound = [contact.bind(rule) for rule in rules]
+    values = [combine(atoms, today) for combine, atoms in bound]
+    # Day -> the rules having an atom that may step that day. A rule's value can only change on
+    # one of its atoms' step days, so walking the union in day order and re-evaluating the rules
+    # that step finds the earliest flip of any rule exactly.
+    stepping: dict[date, set[int]] = {}
+    for index, (_, atoms) in enumerate(bound):
+        if not rules[index].timed:
+            continue
+        for atom in atoms:
+            for day in contact.steps(atom):
+                if day > today:
+                    stepping.setdefault(day, set()).add(index)
+    for day in sorted(stepping):
+        for index in stepping[day]:
+            combine, atoms = bound[index]
+            if combine(atoms, day) != values[index]:
+                return values, day
+    return values, None
 
 
 def uses_rfm(rule: Rule) -> bool:
@@ -84,6 +119,153 @@ def uses_rfm(rule: Rule) -> bool:
     if isinstance(rule, Not):
         return uses_rfm(rule.rule)
     return isinstance(rule, RfmCondition)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled rules: the boolean tree over leaf conditions, built once per rule
+# ---------------------------------------------------------------------------------------------
+
+_Combine = Callable[[Sequence["_Atom"], date], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule compiled once (the processor keeps one per segment version): its distinct leaf
+    conditions and a function of their atoms' values on a day.
+
+    ``timed``: whether its answer can change with no new event (some leaf is windowed, counts
+    days since the first add, or is an RFM class).
+    """
+
+    rule: Rule
+    leaves: tuple[_Leaf, ...]
+    combine: _Combine
+    timed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """A distinct leaf condition, interned: every rule with an equal condition holds this very
+    object, so a contact's atoms are cached by a small integer instead of hashing conditions."""
+
+    id: int
+    condition: Condition
+    series: int | None
+    """For event conditions: the id of the day series they read (event, measure, filters)."""
+
+
+_LEAVES: dict[Condition, _Leaf] = {}
+_SERIES: dict[tuple[str, str, Filters], int] = {}
+
+
+def _leaf(condition: Condition) -> _Leaf:
+    leaf = _LEAVES.get(condition)
+    if leaf is None:
+        series = None
+        if isinstance(condition, EventCondition):
+            # Amounts read orders and refunds whatever the event; distinct days derive from counts.
+            event = "order-placed" if condition.metric == "amount" else condition.event
+            series = _SERIES.setdefault((event, condition.metric, condition.filters), len(_SERIES))
+        leaf = _LEAVES[condition] = _Leaf(len(_LEAVES), condition, series)
+    return leaf
+
+
+@lru_cache(maxsize=1024)
+def compile_rule(rule: Rule) -> CompiledRule:
+    """Compile ``rule`` (cached: rules are frozen and hashable); equal leaves (the same condition
+    twice) share one atom."""
+    leaves: dict[int, int] = {}
+    order: list[_Leaf] = []
+
+    def node(r: Rule) -> _Combine:
+        if isinstance(r, AllOf | AnyOf):
+            parts = tuple(node(child) for child in r.rules)
+            if isinstance(r, AllOf):
+                return lambda atoms, day: all(p(atoms, day) for p in parts)
+            return lambda atoms, day: any(p(atoms, day) for p in parts)
+        if isinstance(r, Not):
+            inner = node(r.rule)
+            return lambda atoms, day: not inner(atoms, day)
+        leaf = _leaf(r.as_count() if isinstance(r, NoEventCondition) else r)
+        if leaf.id not in leaves:
+            leaves[leaf.id] = len(order)
+            order.append(leaf)
+        index = leaves[leaf.id]
+        return lambda atoms, day: atoms[index].value_at(day)
+
+    combine = node(rule)
+    timed = any(
+        isinstance(leaf.condition, EventCondition | FirstAddedCondition | RfmCondition) for leaf in order
+    )
+    return CompiledRule(rule, tuple(order), combine, timed)
+
+
+# ---------------------------------------------------------------------------------------------
+# One contact's facts, prepared for many rules
+# ---------------------------------------------------------------------------------------------
+
+
+class ContactFacts:
+    """One contact's profile as atoms: built lazily, one per distinct condition, over day series
+    shared by every condition with the same event type, measure and filters."""
+
+    __slots__ = ("_atoms", "_rfm", "_rfm_history", "_series", "_steps", "profile")
+
+    def __init__(self, profile: Profile, rfm: RfmThresholds | None) -> None:
+        self.profile = profile
+        self._rfm = rfm
+        self._rfm_history: RfmHistory | None = None
+        self._atoms: dict[int, _Atom] = {}
+        self._series: dict[int, DaySeries] = {}
+        self._steps: dict[int, tuple[date, ...]] = {}
+
+    def bind(self, rule: CompiledRule) -> tuple[_Combine, list[_Atom]]:
+        """The rule's combiner with this contact's atoms for its leaves."""
+        atoms = self._atoms
+        bound = []
+        for leaf in rule.leaves:
+            atom = atoms.get(leaf.id)
+            if atom is None:
+                atom = atoms[leaf.id] = self._build(leaf)
+            bound.append(atom)
+        return rule.combine, bound
+
+    def value(self, rule: CompiledRule, day: date) -> bool:
+        combine, atoms = self.bind(rule)
+        return combine(atoms, day)
+
+    def steps(self, atom: _Atom) -> tuple[date, ...]:
+        """The atom's step days (cached: rules sharing a condition share its steps)."""
+        key = id(atom)
+        cached = self._steps.get(key)
+        if cached is None:
+            cached = self._steps[key] = tuple(atom.steps())
+        return cached
+
+    def _build(self, leaf: _Leaf) -> _Atom:
+        p, condition = self.profile, leaf.condition
+        if isinstance(condition, TagCondition):
+            return _Constant(condition.tag in p.tags)
+        if isinstance(condition, AttrCondition):
+            return _Constant(_attr_matches(condition, p))
+        if isinstance(condition, FirstAddedCondition):
+            return _DaysSince(condition, p.first_added_day)
+        if isinstance(condition, EventCondition):
+            assert leaf.series is not None
+            return _Windowed(condition, self._series_of(leaf.series, condition))
+        if isinstance(condition, RfmCondition):
+            if self._rfm is None:
+                raise MissingRfmThresholds("the rule has an rfm condition: pass the tenant's RFM thresholds")
+            if self._rfm_history is None:
+                self._rfm_history = RfmHistory(p.facts)
+            return _Rfm(self._rfm_history, condition, self._rfm)
+        raise TypeError(f"not a rule node: {type(condition).__name__}")
+
+    def _series_of(self, key: int, condition: EventCondition) -> DaySeries:
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _series(condition, self.profile.facts)
+        return series
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,21 +321,22 @@ class _DaysSince:
 class _Windowed:
     """count / amount / distinct_days of filtered facts over a sliding window of days."""
 
-    __slots__ = ("condition", "series")
+    __slots__ = ("_farthest", "_leave", "_nearest", "holds", "series")
 
-    def __init__(self, condition: EventCondition, facts: Iterable[Fact]) -> None:
-        self.condition = condition
-        self.series = _series(condition, facts)
+    def __init__(self, condition: EventCondition, series: DaySeries) -> None:
+        self.series = series
+        self.holds = condition.comparison.holds
+        self._farthest = timedelta(days=condition.window.farthest_ago)
+        self._nearest = timedelta(days=condition.window.nearest_ago)
+        self._leave = timedelta(days=condition.window.farthest_ago + 1)
 
     def value_at(self, day: date) -> bool:
-        first, last = self.condition.window.bounds(day)
-        return self.condition.comparison.holds(self.series.total(first, last))
+        return self.holds(self.series.total(day - self._farthest, day - self._nearest))
 
     def steps(self) -> Iterable[date]:
         # Day f lies in the window on day d iff f + nearest <= d <= f + farthest: it enters on
         # f + nearest and leaves on f + farthest + 1.
-        enter = timedelta(days=self.condition.window.nearest_ago)
-        leave = timedelta(days=self.condition.window.farthest_ago + 1)
+        enter, leave = self._nearest, self._leave
         for day in self.series.days:
             yield day + enter
             yield day + leave
@@ -172,12 +355,19 @@ class _Rfm:
         return self.history.change_days(self.thresholds)
 
 
-def _header_matches(fact: Fact, filters: Filters) -> bool:
-    return all(getattr(fact, name) in values for name, values in filters.header())
+@lru_cache(maxsize=4096)
+def _filter_split(
+    filters: Filters,
+) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """The header and line filters of ``filters`` (computed once per distinct filter set)."""
+    return tuple(filters.header()), tuple(filters.lines())
 
 
-def _line_matches(line: FactLine, filters: Filters) -> bool:
-    return all(getattr(line, name) in values for name, values in filters.lines())
+def _matches(obj: Fact | FactLine, filters: tuple[tuple[str, tuple[str, ...]], ...]) -> bool:
+    for name, values in filters:
+        if getattr(obj, name) not in values:
+            return False
+    return True
 
 
 def _series(condition: EventCondition, facts: Iterable[Fact]) -> DaySeries:
@@ -188,17 +378,14 @@ def _series(condition: EventCondition, facts: Iterable[Fact]) -> DaySeries:
     distinct_days: one per day having such a fact; amount: order and refund facts' signed
     amounts, or with line filters the signed amounts of their matching lines.
     """
-    filters = condition.filters
-    by_line = bool(filters.lines())
+    header, by_line = _filter_split(condition.filters)
     if condition.metric == "amount":
         amounts: dict[date, Decimal] = defaultdict(lambda: ZERO)
         for fact in facts:
-            if fact.event_type not in ("order-placed", "order-refunded") or not _header_matches(
-                fact, filters
-            ):
+            if fact.event_type not in ("order-placed", "order-refunded") or not _matches(fact, header):
                 continue
             if by_line:
-                matching = [line.amount for line in fact.lines if _line_matches(line, filters)]
+                matching = [line.amount for line in fact.lines if _matches(line, by_line)]
                 if not matching:
                     continue
                 amounts[fact.day] += sum(matching, ZERO)
@@ -207,77 +394,14 @@ def _series(condition: EventCondition, facts: Iterable[Fact]) -> DaySeries:
         return DaySeries(amounts, ZERO)
     counts: dict[date, int] = defaultdict(int)
     for fact in facts:
-        if fact.event_type != condition.event or not _header_matches(fact, filters):
+        if fact.event_type != condition.event or not _matches(fact, header):
             continue
-        if by_line and not any(_line_matches(line, filters) for line in fact.lines):
+        if by_line and not any(_matches(line, by_line) for line in fact.lines):
             continue
         counts[fact.day] += 1
     if condition.metric == "distinct_days":
         return DaySeries(dict.fromkeys(counts, 1))
     return DaySeries(counts)
-
-
-# ---------------------------------------------------------------------------------------------
-# The boolean tree over atoms
-# ---------------------------------------------------------------------------------------------
-
-_Combine = Callable[[list[bool]], bool]
-
-
-class _Tree:
-    """The rule with its leaves replaced by atoms (``atoms[i]``) and a combiner over their values."""
-
-    def __init__(self, atoms: list[_Atom], combine: _Combine) -> None:
-        self.atoms = atoms
-        self.combine = combine
-
-    def value(self, day: date) -> bool:
-        return self.combine([atom.value_at(day) for atom in self.atoms])
-
-
-class _Compiler:
-    def __init__(self, profile: Profile, rfm: RfmThresholds | None) -> None:
-        self.profile = profile
-        self.rfm = rfm
-        self.atoms: list[_Atom] = []
-        self._rfm_history: RfmHistory | None = None
-
-    def compile(self, rule: Rule) -> _Tree:
-        combine = self._node(rule)
-        return _Tree(self.atoms, combine)
-
-    def _node(self, rule: Rule) -> _Combine:
-        if isinstance(rule, AllOf | AnyOf):
-            parts = [self._node(r) for r in rule.rules]
-            if isinstance(rule, AllOf):
-                return lambda values: all(p(values) for p in parts)
-            return lambda values: any(p(values) for p in parts)
-        if isinstance(rule, Not):
-            inner = self._node(rule.rule)
-            return lambda values: not inner(values)
-        index = len(self.atoms)
-        self.atoms.append(self._atom(rule))
-        return lambda values: values[index]
-
-    def _atom(self, rule: Rule) -> _Atom:
-        p = self.profile
-        if isinstance(rule, TagCondition):
-            return _Constant(rule.tag in p.tags)
-        if isinstance(rule, AttrCondition):
-            return _Constant(_attr_matches(rule, p))
-        if isinstance(rule, FirstAddedCondition):
-            return _DaysSince(rule, p.first_added_day)
-        if isinstance(rule, EventCondition):
-            return _Windowed(rule, p.facts)
-        if isinstance(rule, NoEventCondition):
-            return _Windowed(rule.as_count(), p.facts)
-        if isinstance(rule, RfmCondition):
-            if self.rfm is None:
-                raise MissingRfmThresholds("the rule has an rfm condition: pass the tenant's RFM thresholds")
-            if self._rfm_history is None:
-                self._rfm_history = RfmHistory(p.facts)
-            return _Rfm(self._rfm_history, rule, self.rfm)
-        raise TypeError(f"not a rule node: {type(rule).__name__}")
 
 
 def _attr_matches(rule: AttrCondition, profile: Profile) -> bool:

@@ -79,13 +79,18 @@ FROM profile_facts
 WHERE tenant_id = $1 AND external_userid = ANY($2::text[]) AND event_type = ANY($3::text[])
 """
 
-SELECT_FACT_LINES = """
-SELECT l.event_type, l.event_key, l.category, l.sku, l.amount
+# The same facts with their item lines as parallel arrays (one row per fact, no second query).
+SELECT_FACTS_WITH_LINES = """
+SELECT f.external_userid, f.event_type, f.event_key, f.day, f.channel, f.store_id, f.state, f.kind,
+       f.campaign_id, f.amount, l.categories, l.skus, l.amounts
 FROM profile_facts f
-JOIN profile_fact_lines l
-  ON l.tenant_id = f.tenant_id AND l.event_type = f.event_type AND l.event_key = f.event_key
+LEFT JOIN LATERAL (
+    SELECT array_agg(category ORDER BY line_no) AS categories, array_agg(sku ORDER BY line_no) AS skus,
+           array_agg(amount ORDER BY line_no) AS amounts
+    FROM profile_fact_lines
+    WHERE tenant_id = f.tenant_id AND event_type = f.event_type AND event_key = f.event_key
+) l ON true
 WHERE f.tenant_id = $1 AND f.external_userid = ANY($2::text[]) AND f.event_type = ANY($3::text[])
-ORDER BY l.event_type, l.event_key, l.line_no
 """
 
 # The same rows as tag_svc.segments.sql.INSERT_FACT, a batch per statement. RETURNING names the
@@ -199,27 +204,15 @@ async def load_facts(
     if not euids or not types:
         return {}
     keys, kinds = list(euids), sorted(types)
-    rows = await conn.fetch(SELECT_FACTS, tenant_id, keys, kinds)
-    by_fact: dict[tuple[str, str], list[FactLine]] = defaultdict(list)
-    if lines:
-        for r in await conn.fetch(SELECT_FACT_LINES, tenant_id, keys, kinds):
-            by_fact[(r["event_type"], r["event_key"])].append(FactLine(r["category"], r["sku"], r["amount"]))
     out: dict[str, list[Fact]] = defaultdict(list)
-    for r in rows:
-        out[r["external_userid"]].append(
-            Fact(
-                event_type=r["event_type"],
-                key=r["event_key"],
-                day=r["day"],
-                channel=r["channel"],
-                store_id=r["store_id"],
-                state=r["state"],
-                kind=r["kind"],
-                campaign_id=r["campaign_id"],
-                amount=r["amount"],
-                lines=tuple(by_fact.get((r["event_type"], r["event_key"]), ())),
-            )
-        )
+    if not lines:
+        for r in await conn.fetch(SELECT_FACTS, tenant_id, keys, kinds):
+            out[r[0]].append(Fact(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]))
+        return out
+    for r in await conn.fetch(SELECT_FACTS_WITH_LINES, tenant_id, keys, kinds):
+        categories = r[10]
+        items = tuple(map(FactLine, categories, r[11], r[12])) if categories is not None else ()
+        out[r[0]].append(Fact(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], items))
     return out
 
 
