@@ -96,14 +96,20 @@ def assess_rules(
     # Day -> the rules having an atom that may step that day. A rule's value can only change on
     # one of its atoms' step days, so walking the union in day order and re-evaluating the rules
     # that step finds the earliest flip of any rule exactly.
-    stepping: dict[date, set[int]] = {}
+    users: dict[int, tuple[_Atom, list[int]]] = {}
     for index, (_, atoms) in enumerate(bound):
-        if not rules[index].timed:
-            continue
-        for atom in atoms:
-            for day in contact.steps(atom):
-                if day > today:
-                    stepping.setdefault(day, set()).add(index)
+        if rules[index].timed:
+            for atom in atoms:
+                users.setdefault(id(atom), (atom, []))[1].append(index)
+    stepping: dict[date, set[int]] = {}
+    for atom, indexes in users.values():
+        for day in atom.steps():
+            if day > today:
+                found = stepping.get(day)
+                if found is None:
+                    stepping[day] = set(indexes)
+                else:
+                    found.update(indexes)
     for day in sorted(stepping):
         for index in stepping[day]:
             combine, atoms = bound[index]
@@ -152,6 +158,20 @@ class _Leaf:
     condition: Condition
     series: int | None
     """For event conditions: the id of the day series they read (event, measure, filters)."""
+    window: _WindowShape | None
+    """For event conditions: the window's offsets, computed once."""
+
+
+@dataclass(frozen=True, slots=True)
+class _WindowShape:
+    """An event condition's window as offsets from a day: facts of days ``day - farthest`` through
+    ``day - nearest`` count; a fact's day enters ``nearest`` days later and leaves ``leave``
+    days later."""
+
+    holds: Callable[[int | Decimal], bool]
+    farthest: timedelta
+    nearest: timedelta
+    leave: timedelta
 
 
 _LEAVES: dict[Condition, _Leaf] = {}
@@ -161,12 +181,19 @@ _SERIES: dict[tuple[str, str, Filters], int] = {}
 def _leaf(condition: Condition) -> _Leaf:
     leaf = _LEAVES.get(condition)
     if leaf is None:
-        series = None
+        series, window = None, None
         if isinstance(condition, EventCondition):
-            # Amounts read orders and refunds whatever the event; distinct days derive from counts.
+            # Amounts read orders and refunds whatever the event.
             event = "order-placed" if condition.metric == "amount" else condition.event
             series = _SERIES.setdefault((event, condition.metric, condition.filters), len(_SERIES))
-        leaf = _LEAVES[condition] = _Leaf(len(_LEAVES), condition, series)
+            w = condition.window
+            window = _WindowShape(
+                condition.comparison.holds,
+                timedelta(days=w.farthest_ago),
+                timedelta(days=w.nearest_ago),
+                timedelta(days=w.farthest_ago + 1),
+            )
+        leaf = _LEAVES[condition] = _Leaf(len(_LEAVES), condition, series, window)
     return leaf
 
 
@@ -209,7 +236,7 @@ class ContactFacts:
     """One contact's profile as atoms: built lazily, one per distinct condition, over day series
     shared by every condition with the same event type, measure and filters."""
 
-    __slots__ = ("_atoms", "_rfm", "_rfm_history", "_series", "_steps", "profile")
+    __slots__ = ("_atoms", "_rfm", "_rfm_history", "_series", "profile")
 
     def __init__(self, profile: Profile, rfm: RfmThresholds | None) -> None:
         self.profile = profile
@@ -217,7 +244,6 @@ class ContactFacts:
         self._rfm_history: RfmHistory | None = None
         self._atoms: dict[int, _Atom] = {}
         self._series: dict[int, DaySeries] = {}
-        self._steps: dict[int, tuple[date, ...]] = {}
 
     def bind(self, rule: CompiledRule) -> tuple[_Combine, list[_Atom]]:
         """The rule's combiner with this contact's atoms for its leaves."""
@@ -234,14 +260,6 @@ class ContactFacts:
         combine, atoms = self.bind(rule)
         return combine(atoms, day)
 
-    def steps(self, atom: _Atom) -> tuple[date, ...]:
-        """The atom's step days (cached: rules sharing a condition share its steps)."""
-        key = id(atom)
-        cached = self._steps.get(key)
-        if cached is None:
-            cached = self._steps[key] = tuple(atom.steps())
-        return cached
-
     def _build(self, leaf: _Leaf) -> _Atom:
         p, condition = self.profile, leaf.condition
         if isinstance(condition, TagCondition):
@@ -251,8 +269,8 @@ class ContactFacts:
         if isinstance(condition, FirstAddedCondition):
             return _DaysSince(condition, p.first_added_day)
         if isinstance(condition, EventCondition):
-            assert leaf.series is not None
-            return _Windowed(condition, self._series_of(leaf.series, condition))
+            assert leaf.series is not None and leaf.window is not None
+            return _Windowed(leaf.window, self._series_of(leaf.series, condition))
         if isinstance(condition, RfmCondition):
             if self._rfm is None:
                 raise MissingRfmThresholds("the rule has an rfm condition: pass the tenant's RFM thresholds")
@@ -321,25 +339,25 @@ class _DaysSince:
 class _Windowed:
     """count / amount / distinct_days of filtered facts over a sliding window of days."""
 
-    __slots__ = ("_farthest", "_leave", "_nearest", "holds", "series")
+    __slots__ = ("series", "shape")
 
-    def __init__(self, condition: EventCondition, series: DaySeries) -> None:
+    def __init__(self, shape: _WindowShape, series: DaySeries) -> None:
+        self.shape = shape
         self.series = series
-        self.holds = condition.comparison.holds
-        self._farthest = timedelta(days=condition.window.farthest_ago)
-        self._nearest = timedelta(days=condition.window.nearest_ago)
-        self._leave = timedelta(days=condition.window.farthest_ago + 1)
 
     def value_at(self, day: date) -> bool:
-        return self.holds(self.series.total(day - self._farthest, day - self._nearest))
+        shape = self.shape
+        return shape.holds(self.series.total(day - shape.farthest, day - shape.nearest))
 
     def steps(self) -> Iterable[date]:
         # Day f lies in the window on day d iff f + nearest <= d <= f + farthest: it enters on
         # f + nearest and leaves on f + farthest + 1.
-        enter, leave = self._nearest, self._leave
+        enter, leave = self.shape.nearest, self.shape.leave
+        out: list[date] = []
         for day in self.series.days:
-            yield day + enter
-            yield day + leave
+            out.append(day + enter)
+            out.append(day + leave)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,7 +135,7 @@ class RfmHistory:
     without a new event, so the processor can schedule the next re-evaluation.
     """
 
-    __slots__ = ("_amounts", "_orders")
+    __slots__ = ("_amounts", "_change_days", "_orders")
 
     def __init__(self, facts: Iterable[Fact]) -> None:
         orders: dict[date, int] = defaultdict(int)
@@ -148,6 +148,7 @@ class RfmHistory:
                 amounts[fact.day] += fact.amount
         self._orders = DaySeries(orders)
         self._amounts = DaySeries(amounts, ZERO)
+        self._change_days: dict[RfmThresholds, set[date]] = {}
 
     def metrics_at(self, day: date, window_days: int) -> RfmMetrics | None:
         """R, F and M as of ``day``, or ``None`` when the contact is no buyer on that day."""
@@ -167,7 +168,12 @@ class RfmHistory:
         return None if metrics is None else classify(metrics, thresholds)
 
     def change_days(self, thresholds: RfmThresholds) -> set[date]:
-        """Every day on which :meth:`class_at` may differ from the day before (a superset)."""
+        """Every day on which :meth:`class_at` may differ from the day before (a superset).
+
+        Computed once per thresholds: every ``rfm`` condition of a contact's rules shares it."""
+        cached = self._change_days.get(thresholds)
+        if cached is not None:
+            return cached
         days: set[date] = set()
         recent = thresholds.recent_within_days
         window = thresholds.window_days
@@ -181,6 +187,7 @@ class RfmHistory:
             )
         for day in self._amounts.days:  # order and refund days: F and M windows slide
             days.update((day, day + timedelta(days=window)))
+        self._change_days[thresholds] = days
         return days
 
 
