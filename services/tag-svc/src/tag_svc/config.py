@@ -29,6 +29,10 @@ class TagSettings(ServiceSettings):
     tag_wecom_push_retry_base_seconds: float = Field(default=5.0, ge=0)
     tag_wecom_push_retry_cap_seconds: float = Field(default=3600.0, ge=0)
 
+    # Orders whose customer identity (unionid, member id, phone hash) has not linked to any
+    # contact within this many days are dropped from the pending queue.
+    tag_pending_order_ttl_days: int = Field(default=180, ge=1)
+
     @property
     def effective_wecom_adapter(self) -> Literal["recording", "http"]:
         if self.tag_wecom_adapter is not None:

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from scrm_shared.testing.plugin import wait_for
+from tag_svc.processor.schedule import SegmentScheduler
 
 pytestmark = pytest.mark.integration
 
@@ -177,3 +178,32 @@ async def test_erasure_ends_memberships_for_good(
     row = await seg_pool.fetchrow("SELECT status, gender, staff_ids FROM profiles")
     assert dict(row) == {"status": "erased", "gender": None, "staff_ids": []}
     assert await seg_pool.fetchval("SELECT count(*) FROM profile_facts") == 0
+
+
+async def test_pending_orders_of_identities_that_never_link_expire(
+    seg_worker, seg_events, seg_send, seg_pool
+):
+    old, fresh = seg_events.order(member_id="M-old"), seg_events.order(member_id="M-new")
+    await seg_send(old, seg_events.refund(old.data.order_id, "10.00"), fresh)
+
+    async def queued() -> bool:
+        return await seg_pool.fetchval("SELECT count(*) FROM pending_orders") == 2
+
+    await wait_for(queued)
+    await wait_for(lambda: _pending_refunds(seg_pool, 1))
+    await seg_pool.execute(
+        "UPDATE pending_orders SET received_at = now() - interval '181 days' WHERE order_id = $1",
+        old.data.order_id,
+    )
+    await seg_pool.execute("UPDATE pending_refunds SET received_at = now() - interval '181 days'")
+
+    scheduler = SegmentScheduler(seg_pool, pending_ttl=timedelta(days=180), purge_every=3600)
+    assert await scheduler.purge_if_due() == (1, 1)
+    assert await seg_pool.fetch("SELECT order_id FROM pending_orders") == [(fresh.data.order_id,)]
+    assert await seg_pool.fetchval("SELECT count(*) FROM pending_refunds") == 0
+    # Once an hour: the next round does not scan again.
+    assert await scheduler.purge_if_due() is None
+
+
+async def _pending_refunds(pool: asyncpg.Pool, n: int) -> bool:
+    return await pool.fetchval("SELECT count(*) FROM pending_refunds") == n

@@ -7,6 +7,10 @@ default, so a change at tenant midnight is applied within the minute), takes the
 day has come in their tenant's timezone, re-evaluates every segment for them (cause ``time``,
 ``at`` = that midnight) and stores their next day. It never scans contacts that are not due.
 
+The same timer keeps the identity queue bounded: once an hour it drops pending orders and
+refunds whose identity has not linked to any contact within ``pending_ttl`` (180 days by
+default, ``SCRM_TAG_PENDING_ORDER_TTL_DAYS``).
+
 Several workers may run it: each locks the due contacts' profile rows with ``SKIP LOCKED`` and
 re-checks that they are still due once locked, so a contact is re-evaluated by one of them (or
 by the processor, which reschedules it) and its transition is written once.
@@ -17,14 +21,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
+from prometheus_client import Counter
 
 from scrm_shared.service.worker import BackgroundTask, WorkerDeps
 from tag_svc.processor.evaluate import Touch, reevaluate
 from tag_svc.processor.model import Cause, Clock, start_of_day, utc_now
 from tag_svc.processor.store import catalog
+from tag_svc.processor.store import identity as identity_store
 from tag_svc.processor.store import members as member_store
 from tag_svc.processor.store import profiles as profile_store
 from tag_svc.processor.tenants import SegmentCache, load_view, timezones
@@ -36,6 +44,14 @@ log = logging.getLogger(__name__)
 
 INTERVAL_SECONDS = 15.0
 BATCH_SIZE = 500
+PENDING_TTL = timedelta(days=180)
+PURGE_EVERY_SECONDS = 3600.0
+
+PENDING_PURGED = Counter(
+    "scrm_segment_pending_purged",
+    "Pending orders and refunds dropped because their identity never linked within the TTL.",
+    ["kind"],
+)
 
 
 class SegmentScheduler:
@@ -48,21 +64,42 @@ class SegmentScheduler:
         clock: Clock = utc_now,
         interval: float = INTERVAL_SECONDS,
         batch_size: int = BATCH_SIZE,
+        pending_ttl: timedelta = PENDING_TTL,
+        purge_every: float = PURGE_EVERY_SECONDS,
     ) -> None:
         self.pool = pool
         self.clock = clock
         self.interval = interval
         self.batch_size = batch_size
+        self.pending_ttl = pending_ttl
+        self.purge_every = purge_every
         self.cache = SegmentCache()
+        self._purged_at: float | None = None
 
     async def run_once(self) -> int:
-        """Re-evaluate every contact due now; returns how many were."""
+        """Re-evaluate every contact due now (and purge expired pending orders when their hour
+        has come); returns how many contacts were re-evaluated."""
+        await self.purge_if_due()
         tenants = await catalog.tenants_with_segments(self.pool)
         zones = await timezones(self.pool, tenants)
         done = 0
         for tenant_id in tenants:
             done += await self._tenant(tenant_id, zones[tenant_id])
         return done
+
+    async def purge_if_due(self) -> tuple[int, int] | None:
+        """Drop expired pending orders and refunds, at most once per ``purge_every`` seconds;
+        returns (orders, refunds) dropped, or ``None`` when it was not time yet."""
+        started = time.monotonic()
+        if self._purged_at is not None and started - self._purged_at < self.purge_every:
+            return None
+        self._purged_at = started
+        orders, refunds = await identity_store.purge_pending(self.pool, self.pending_ttl)
+        PENDING_PURGED.labels("order").inc(orders)
+        PENDING_PURGED.labels("refund").inc(refunds)
+        if orders or refunds:
+            log.info("expired pending orders dropped", extra={"orders": orders, "refunds": refunds})
+        return orders, refunds
 
     async def _tenant(self, tenant_id: str, tz: ZoneInfo) -> int:
         done = 0

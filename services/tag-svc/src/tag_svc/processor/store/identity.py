@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from tag_svc.processor.store import Conn
+from tag_svc.processor.store import Conn, Executor
 
 __all__ = [
     "Link",
@@ -21,6 +21,7 @@ __all__ = [
     "insert_pending_refunds",
     "links_for",
     "order_facts",
+    "purge_pending",
     "take_pending_orders",
     "take_pending_refunds",
     "upsert_links",
@@ -70,6 +71,19 @@ ON CONFLICT (tenant_id, refund_id) DO NOTHING
 TAKE_PENDING_REFUNDS = """
 DELETE FROM pending_refunds WHERE tenant_id = $1 AND order_id = ANY($2::text[])
 RETURNING refund_id, order_id, event_id, refund_data
+"""
+
+# Retention: orders and refunds of identities that never linked to a contact within the TTL are
+# dropped (every tenant, in short batches; the pending tables are the only ones that hold them).
+PURGE_PENDING_ORDERS = """
+DELETE FROM pending_orders WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM pending_orders WHERE received_at < now() - $1::interval LIMIT $2
+))
+"""
+PURGE_PENDING_REFUNDS = """
+DELETE FROM pending_refunds WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM pending_refunds WHERE received_at < now() - $1::interval LIMIT $2
+))
 """
 
 # What a refund needs of its order: whose it is, and the day/channel/store it is dated with.
@@ -186,3 +200,18 @@ async def order_facts(conn: Conn, tenant_id: str, order_ids: Collection[str]) ->
         return {}
     rows = await conn.fetch(SELECT_ORDER_FACTS, tenant_id, sorted(order_ids))
     return {r["order_id"]: r for r in rows}
+
+
+async def purge_pending(db: Executor, older_than: timedelta, *, batch_size: int = 5000) -> tuple[int, int]:
+    """Drop pending orders and refunds received more than ``older_than`` ago; returns how many
+    of each went."""
+    counts = []
+    for statement in (PURGE_PENDING_ORDERS, PURGE_PENDING_REFUNDS):
+        total = 0
+        while True:
+            deleted = int((await db.execute(statement, older_than, batch_size)).split()[-1])
+            total += deleted
+            if deleted < batch_size:
+                break
+        counts.append(total)
+    return counts[0], counts[1]
