@@ -8,7 +8,7 @@ Names start with ``seg_`` so they never shadow the tag tests' fixtures (tests/co
   instead of waiting for days to pass.
 - ``seg_topics``: uuid-named input topics of this test (the contracts they carry as keys); the
   processor reads them from the start without seeing other tests' events.
-- ``seg_app`` / ``seg_client``: the app with the segment routers, ``app.state.clock`` set.
+- ``seg_app`` / ``seg_client``: the service's app (every route), ``app.state.clock`` set.
 - ``seg_worker``: the processor's consume loop (partitions assigned directly: no group join
   wait), the schedule and the backfill, all on the app's pool and producer.
 - ``seg_events``, ``seg_send``, ``seg_published``: build, produce and read back events.
@@ -22,7 +22,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -47,19 +46,13 @@ from scrm_shared.events.envelope import EventEnvelope
 from scrm_shared.kafka.consumer import BatchConsumer
 from scrm_shared.kafka.producer import create_producer
 from scrm_shared.kafka.topics import TopicSpec, ensure_topics
-from scrm_shared.service import ServiceSpec, create_service_app
+from scrm_shared.service import create_service_app
 from scrm_shared.service.worker import WorkerDeps
 from scrm_shared.testing.plugin import asgi_client, wait_for
-from tag_svc.api import rfm, segments
 from tag_svc.config import TagSettings
+from tag_svc.main import SPEC
 from tag_svc.processor import TOPICS, SegmentBackfiller, SegmentScheduler, build_segment_handler
 
-SEGMENT_SPEC = ServiceSpec(
-    name="tag-svc",
-    schema="tag",
-    migrations=Path(__file__).resolve().parents[2] / "migrations",
-    routers=(segments.router, segments.contacts_router, rfm.router),
-)
 START = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)  # 18:00 on 1 May in Shanghai
 SELECT_UNSENT = "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
 
@@ -92,7 +85,7 @@ async def seg_topics(kafka_bootstrap: str) -> dict[str, str]:
 
 @pytest_asyncio.fixture
 async def seg_app(tag_settings: TagSettings, seg_clock: SettableClock) -> AsyncIterator[FastAPI]:
-    app = create_service_app(SEGMENT_SPEC, tag_settings)
+    app = create_service_app(SPEC, tag_settings)
     app.state.clock = seg_clock
     async with app.router.lifespan_context(app):
         yield app

@@ -174,3 +174,29 @@ async def test_rfm_classes_thresholds_and_rfm_segments(
     assert await seg_api.members(segment) == ["wm-a", "wm-b"]
     recomputed = (await seg_client.post("/v1/rfm/thresholds/recompute", headers=admin)).json()
     assert (recomputed["recent_within_days"], recomputed["derived"]) == (5, True)
+
+
+async def test_the_tenants_timezone_sets_today_for_every_window(seg_client, auth, tenant):
+    admin, operator = auth(tenant, "admin"), auth(tenant, "operator")
+    resp = await seg_client.get("/v1/segment-settings", headers=operator)
+    assert resp.status_code == 200
+    # The fixtures' clock: 10:00 UTC on 1 May, 18:00 in Shanghai (the default).
+    assert resp.json() == {"timezone": "Asia/Shanghai", "today": "2024-05-01"}
+
+    assert (
+        await seg_client.put("/v1/segment-settings", json={"timezone": "UTC"}, headers=operator)
+    ).status_code == 403
+    bad = await seg_client.put("/v1/segment-settings", json={"timezone": "Mars/Olympus"}, headers=admin)
+    assert bad.status_code == 422
+    assert bad.headers["content-type"] == "application/problem+json"
+    assert "Mars/Olympus" in bad.text
+
+    # UTC+14: already 00:00 on 2 May there.
+    resp = await seg_client.put(
+        "/v1/segment-settings", json={"timezone": "Pacific/Kiritimati"}, headers=admin
+    )
+    assert resp.json() == {"timezone": "Pacific/Kiritimati", "today": "2024-05-02"}
+    assert (await seg_client.get("/v1/segment-settings", headers=operator)).json()["today"] == "2024-05-02"
+    # Another tenant keeps the default.
+    other = await seg_client.get("/v1/segment-settings", headers=auth(f"{tenant}-other", "admin"))
+    assert other.json()["timezone"] == "Asia/Shanghai"

@@ -33,6 +33,7 @@ def test_worker_owns_its_topics_and_schema():
         "message-sent",
         "order-placed",
         "contact-updated",
+        "segment-changed",
         "contact-erased",
     }
     assert BACKGROUND == (

@@ -1,7 +1,7 @@
 """tag-svc's HTTP routes, one module per resource."""
 
 from scrm_shared.service.tally import ingest_router
-from tag_svc.api import contacts, jobs, rfm, segments, tags, wecom
+from tag_svc.api import contacts, jobs, rfm, segment_settings, segments, tag_rules, tags, wecom
 
 ROUTERS = (
     tags.groups_router,
@@ -12,5 +12,7 @@ ROUTERS = (
     segments.router,
     segments.contacts_router,
     rfm.router,
+    segment_settings.router,
+    tag_rules.router,
     ingest_router,
 )

@@ -37,6 +37,7 @@ from tag_svc.api.segment_models import (
     SizeHistory,
     SizeOnDay,
 )
+from tag_svc.api.tag_rules import refuse_segment_cycle
 from tag_svc.processor.model import utc_now
 from tag_svc.processor.store import Executor, catalog
 from tag_svc.processor.tenants import ensure_rfm, timezones
@@ -170,7 +171,11 @@ async def get_segment(segment_id: uuid.UUID, principal: AnyRole, pool: Pool) -> 
     "/{segment_id}",
     response_model=Segment,
     summary="Rename a segment or replace its rule",
-    responses={**_NOT_FOUND, 409: {"description": "The name is taken."}, **_INVALID},
+    responses={
+        **_NOT_FOUND,
+        409: {"description": "The name is taken, or the rule would close a cycle of tag rules."},
+        **_INVALID,
+    },
 )
 async def update_segment(
     segment_id: uuid.UUID, body: SegmentIn, request: Request, principal: AdminOrOperator, pool: Pool
@@ -188,6 +193,7 @@ async def update_segment(
             if canonical == current["rule"]:
                 row = await catalog.update_segment(conn, tenant, segment_id, body.name)
             else:
+                await refuse_segment_cycle(conn, tenant, segment_id, rule)
                 _, today = await today_of(conn, request, tenant)
                 if uses_rfm(rule):
                     await ensure_rfm(conn, tenant, today)

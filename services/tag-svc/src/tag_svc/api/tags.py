@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Response, status
 from scrm_shared.auth import AdminOrOperator, AnyRole, Principal
 from scrm_shared.problems import Problem
 from tag_svc.api.deps import Pool
+from tag_svc.api.tag_rules import refuse_rename_cycle
 from tag_svc.schemas import Deletion, Tag, TagGroup, TagGroupIn, TagGroupPatch, TagIn, TagPatch
 from tag_svc.tags.domain import Conflict
 from tag_svc.tags.store import catalog as store
@@ -242,7 +243,10 @@ async def update_tag(tag_id: uuid.UUID, body: TagPatch, principal: AdminOrOperat
     """Change the fields given; ``group_id`` moves the tag to another of the tenant's groups."""
     sent = body.model_fields_set
     try:
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, conn.transaction():
+            if body.name is not None:
+                # Segments read tags by name: a new name may close a cycle of tag rules.
+                await refuse_rename_cycle(conn, principal.tenant_id, tag_id, body.name)
             if (
                 body.group_id is not None
                 and await store.get_group(conn, principal.tenant_id, body.group_id) is None

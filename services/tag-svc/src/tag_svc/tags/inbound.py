@@ -10,6 +10,8 @@
   ``tags.wecom_tag_id``, is applied ``by="wecom"`` with ``contact-tagged`` events and no push
   back. WeCom tag ids that map to no tag here are ignored and counted; an older snapshot than the
   one applied already is ignored.
+- ``segment-changed``: the tag rules of the segment (:mod:`tag_svc.tags.rules`): a contact that
+  is a member now gets their tags ``by="rule"``, one that is not loses the tags they set.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from scrm_shared.events import (
     Event,
     FriendAddedEvent,
     FriendDeletedEvent,
+    SegmentChangedEvent,
 )
-from tag_svc.tags import tagging
+from tag_svc.tags import rules, tagging
 from tag_svc.tags.domain import Actor, wecom_diff
 from tag_svc.tags.store import Conn
 from tag_svc.tags.store import contacts as store
@@ -66,6 +69,9 @@ async def apply_events(conn: Conn, events: Sequence[Event]) -> None:
             _keep_latest(deleted, (e.tenant_id, e.data.external_userid, e.data.staff_id), e.data.deleted_at)
     await store.follows_added(conn, [(*k, at) for k, at in added.items()])
     await store.follows_deleted(conn, [(*k, at) for k, at in deleted.items()])
+    # Before the WeCom edits: rule rows locked before contact_tags rows are written, the order the
+    # rules API takes them in (a deadlock would only be retried, but need not happen).
+    await rules.apply_segment_changes(conn, [e for e in events if isinstance(e, SegmentChangedEvent)])
     for e in events:
         if isinstance(e, ContactUpdatedEvent) and "tags" in e.data.changed:
             await apply_wecom_edit(conn, e)

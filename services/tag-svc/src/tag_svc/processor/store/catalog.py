@@ -39,6 +39,7 @@ __all__ = [
     "rfm_thresholds",
     "run_compiled",
     "save_rfm_thresholds",
+    "set_timezone",
     "tenants_with_segments",
     "timezones",
     "update_segment",
@@ -50,6 +51,11 @@ _SEGMENT = """segment_id, name, rule, rule_version, uses_rfm, status, backfill_c
 backfill_total, size, created_at, updated_at"""
 
 SELECT_TIMEZONES = "SELECT tenant_id, timezone FROM segment_tenants WHERE tenant_id = ANY($1::text[])"
+
+UPSERT_TIMEZONE = """
+INSERT INTO segment_tenants (tenant_id, timezone) VALUES ($1, $2)
+ON CONFLICT (tenant_id) DO UPDATE SET timezone = EXCLUDED.timezone
+"""
 
 # What the processor evaluates: every segment of the tenant, live or still backfilling (a contact
 # an event touches mid-backfill is evaluated at once, wherever the backfill's cursor is).
@@ -182,6 +188,11 @@ PREVIEW_SAMPLE = """
 SELECT p.external_userid FROM profiles p WHERE p.tenant_id = $1 AND p.status <> 'erased' AND ({predicate})
 ORDER BY p.external_userid LIMIT {limit}
 """
+
+
+async def set_timezone(db: Executor, tenant_id: str, timezone: str) -> None:
+    """Store the tenant's timezone (an IANA name the caller has checked)."""
+    await db.execute(UPSERT_TIMEZONE, tenant_id, timezone)
 
 
 async def timezones(db: Executor, tenants: Collection[str]) -> dict[str, str]:
