@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from scrm_shared.events.primitives import Id
+from tag_svc.tags.corp_tags.model import IssueKind
 from tag_svc.tags.domain import MAX_JOB_CONTACTS, Action, By, JobStatus
 
 # Names travel in contact-tagged events, which allow 64 characters.
@@ -167,3 +168,48 @@ class WeComCredentials(BaseModel):
     corp_id: str
     has_secret: Literal[True] = True
     updated_at: datetime
+
+
+class CorpTagSyncIssue(BaseModel):
+    """A WeCom group or tag the sync could not (fully) mirror; the rest of the sync was done."""
+
+    kind: IssueKind = Field(
+        description="group-name-taken / tag-name-taken: another local group (tag of the group) has "
+        "the name, so it was not created, renamed or moved (a linked item still took WeCom's order); "
+        "wecom-tag-id-taken: another local tag mirrors it; rename-cycle: the rename would close a "
+        "cycle of tag rules (the tag keeps its name); invalid-name: empty or over 64 characters."
+    )
+    name: str = Field(description="WeCom's name for it.")
+    wecom_group_id: str | None
+    wecom_tag_id: str | None
+    group_id: uuid.UUID | None = Field(description="The local group concerned, if any.")
+    tag_id: uuid.UUID | None = Field(description="The local tag concerned, if any.")
+
+
+class UnlinkedTag(BaseModel):
+    """A local tag whose WeCom tag is gone from WeCom: kept, no longer linked."""
+
+    tag_id: uuid.UUID
+    group_id: uuid.UUID
+    name: str
+    wecom_tag_id: str = Field(description="The WeCom tag id it mirrored.")
+
+
+class CorpTagSyncReport(BaseModel):
+    """What a sync changed locally (all zero when WeCom did not change since the last one)."""
+
+    groups_created: int
+    groups_linked: int = Field(description="Local groups matched by name and linked to their WeCom group.")
+    groups_renamed: int
+    groups_reordered: int
+    groups_unlinked: int = Field(description="Local groups whose WeCom group is gone (kept, unlinked).")
+    tags_created: int
+    tags_linked: int = Field(description="Local tags matched by name within their group and linked.")
+    tags_renamed: int
+    tags_reordered: int
+    tags_moved: int = Field(description="Linked tags moved into the local group mirroring their WeCom group.")
+    tags_unlinked: int
+    groups_pushed: int = Field(description="push_local: local groups created in WeCom and linked.")
+    tags_pushed: int = Field(description="push_local: local tags created in WeCom and linked.")
+    unlinked: list[UnlinkedTag]
+    issues: list[CorpTagSyncIssue]

@@ -7,6 +7,8 @@ rule, and pushing the changes made here back to WeCom.
   pushes), used by the API, the job runner and the worker alike;
 - :mod:`tag_svc.tags.inbound`: what the worker does with consumed events (erasure, follows,
   WeCom-side tag edits, segment changes for the tag rules);
+- :mod:`tag_svc.tags.corp_tags`: syncing the catalogue with WeCom's corp tag library (pull, and
+  pushing local-only tags);
 - :mod:`tag_svc.tags.rules`: tag rules ("enter segment S -> tag T"): the cycle guard, applying
   segment-changed, tagging a new rule's existing members;
 - :mod:`tag_svc.tags.jobs`: the bulk job runner (a worker background task);

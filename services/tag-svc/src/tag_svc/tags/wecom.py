@@ -10,9 +10,14 @@ changes the corp tags one staff member's relation with the customer carries; it 
 ``{"errcode": 0, "errmsg": "ok"}``. The token comes from ``GET {base}/gettoken?corpid=&corpsecret=``
 (``access_token``, ``expires_in`` seconds).
 
+The corp tag library (``externalcontact/get_corp_tag_list``, ``externalcontact/add_corp_tag``) is
+what the catalogue sync needs (:class:`~tag_svc.tags.corp_tags.CorpTagAdapter`); both adapters
+serve it too.
+
 - :class:`WeComTagAdapter`: what the pusher needs; raises :class:`WeComTagError`.
 - :class:`RecordingAdapter`: the local stand-in (default outside prod, and in tests): records
-  every call and can be told to fail.
+  every call and can be told to fail; holds each tenant's corp tag library in memory
+  (:meth:`RecordingAdapter.library`, which tests seed).
 - :class:`HttpAdapter`: WeCom's API over HTTP with a :class:`TokenProvider`
   (:class:`CredentialTokenProvider`: each tenant's corp id and secret from
   ``wecom_credentials``, tokens cached until shortly before they expire).
@@ -37,11 +42,20 @@ import httpx
 
 from scrm_shared.telemetry.logs import hide_http_query_strings
 from tag_svc.config import TagSettings
+from tag_svc.tags.corp_tags import (
+    CorpTagGroup,
+    CorpTagLibrary,
+    NewCorpTag,
+    parse_corp_tag_group,
+    parse_corp_tag_list,
+)
+from tag_svc.tags.corp_tags.library import UnknownCorpTag
 from tag_svc.tags.store import wecom as store
 
 __all__ = [
     "NO_CREDENTIALS",
     "RETRYABLE_ERRCODES",
+    "UNKNOWN_CORP_TAG",
     "CredentialTokenProvider",
     "HttpAdapter",
     "MarkTagCall",
@@ -50,12 +64,15 @@ __all__ = [
     "WeComTagAdapter",
     "WeComTagError",
     "open_adapter",
+    "open_http_adapter",
 ]
 
 log = logging.getLogger(__name__)
 
 API_GETTOKEN = "gettoken"
 API_MARK_TAG = "externalcontact/mark_tag"
+API_GET_CORP_TAG_LIST = "externalcontact/get_corp_tag_list"
+API_ADD_CORP_TAG = "externalcontact/add_corp_tag"
 
 SYSTEM_BUSY = -1
 RETRYABLE_ERRCODES: frozenset[int] = frozenset({SYSTEM_BUSY, 45009, 45033})
@@ -64,6 +81,8 @@ TOKEN_INVALID_ERRCODES: frozenset[int] = frozenset({40014, 42001})
 """Invalid or expired access_token: fetch a new one and repeat the call once."""
 NO_CREDENTIALS = -2
 """Our own code: the tenant has not configured WeCom credentials (yet)."""
+UNKNOWN_CORP_TAG = -3
+"""Our own code: the stand-in has no such corp tag group (WeCom answers one of its own)."""
 
 
 class WeComTagError(Exception):
@@ -109,7 +128,35 @@ class RecordingAdapter:
 
     calls: list[MarkTagCall] = field(default_factory=list)
     keep: int | None = None
+    libraries: dict[str, CorpTagLibrary] = field(default_factory=dict)
     _failures: deque[WeComTagError] = field(default_factory=deque)
+
+    def library(self, tenant_id: str) -> CorpTagLibrary:
+        """The tenant's corp tag library (empty until seeded)."""
+        return self.libraries.setdefault(tenant_id, CorpTagLibrary())
+
+    async def corp_tag_list(self, tenant_id: str) -> list[CorpTagGroup]:
+        if self._failures:
+            raise self._failures.popleft()
+        return self.library(tenant_id).groups()
+
+    async def add_corp_tag(
+        self,
+        tenant_id: str,
+        *,
+        group_id: str | None = None,
+        group_name: str | None = None,
+        order: int = 0,
+        tags: Sequence[NewCorpTag] = (),
+    ) -> CorpTagGroup:
+        if self._failures:
+            raise self._failures.popleft()
+        try:
+            return self.library(tenant_id).add_corp_tag(
+                group_id=group_id, group_name=group_name, order=order, tags=tags
+            )
+        except UnknownCorpTag:
+            raise WeComTagError(UNKNOWN_CORP_TAG, retryable=False, api=API_ADD_CORP_TAG) from None
 
     def fail_next(self, errcode: int = SYSTEM_BUSY, *, times: int = 1, retryable: bool = True) -> None:
         for _ in range(times):
@@ -235,23 +282,61 @@ class HttpAdapter:
             "add_tag": list(add_tag),
             "remove_tag": list(remove_tag),
         }
+        await self._post(tenant_id, API_MARK_TAG, body)
+
+    async def corp_tag_list(self, tenant_id: str) -> list[CorpTagGroup]:
+        """The whole library (no ``tag_id``/``group_id`` filter: WeCom then answers every group)."""
+        payload = await self._post(tenant_id, API_GET_CORP_TAG_LIST, {})
+        try:
+            return parse_corp_tag_list(payload)
+        except ValueError:
+            raise WeComTagError(SYSTEM_BUSY, retryable=True, api=API_GET_CORP_TAG_LIST) from None
+
+    async def add_corp_tag(
+        self,
+        tenant_id: str,
+        *,
+        group_id: str | None = None,
+        group_name: str | None = None,
+        order: int = 0,
+        tags: Sequence[NewCorpTag] = (),
+    ) -> CorpTagGroup:
+        body: dict[str, Any] = {"tag": [{"name": t.name, "order": t.order} for t in tags]}
+        if group_id is not None:
+            body["group_id"] = group_id
+        else:
+            body["group_name"] = group_name
+            body["order"] = order
+        payload = await self._post(tenant_id, API_ADD_CORP_TAG, body)
+        try:
+            group = parse_corp_tag_group(payload.get("tag_group"))
+        except ValueError:
+            group = None
+        if group is None:
+            # Created (errcode 0) but unreadable: not retryable, a retry would add nothing new.
+            raise WeComTagError(SYSTEM_BUSY, retryable=False, api=API_ADD_CORP_TAG)
+        return group
+
+    async def _post(self, tenant_id: str, api: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``api`` with the tenant's token; an invalid token is replaced once."""
         for attempt in (1, 2):
             token = await self.tokens.access_token(tenant_id)
             payload = await _call(
                 self.http,
                 "POST",
-                f"{self.api_base}/{API_MARK_TAG}",
-                API_MARK_TAG,
+                f"{self.api_base}/{api}",
+                api,
                 params={"access_token": token},
                 json=body,
             )
             errcode = _errcode(payload)
             if errcode == 0:
-                return
+                return payload
             if errcode in TOKEN_INVALID_ERRCODES and attempt == 1:
                 self.tokens.invalidate(tenant_id, token)
                 continue
-            raise WeComTagError(errcode, retryable=errcode in RETRYABLE_ERRCODES)
+            raise WeComTagError(errcode, retryable=errcode in RETRYABLE_ERRCODES, api=api)
+        raise AssertionError("unreachable")
 
 
 @contextlib.asynccontextmanager
@@ -261,6 +346,13 @@ async def open_adapter(settings: TagSettings, pool: asyncpg.Pool) -> AsyncIterat
         log.info("wecom tag pushes are recorded, not sent (SCRM_TAG_WECOM_ADAPTER=recording)")
         yield RecordingAdapter(keep=1000)
         return
+    async with open_http_adapter(settings, pool) as adapter:
+        yield adapter
+
+
+@contextlib.asynccontextmanager
+async def open_http_adapter(settings: TagSettings, pool: asyncpg.Pool) -> AsyncIterator[HttpAdapter]:
+    """WeCom's API over HTTP with each tenant's stored credentials, for the duration of the block."""
     async with httpx.AsyncClient(timeout=settings.tag_wecom_timeout_seconds, follow_redirects=False) as http:
         tokens = CredentialTokenProvider(pool, http, settings.tag_wecom_api_base)
         yield HttpAdapter(http, settings.tag_wecom_api_base, tokens)
