@@ -5,4 +5,4 @@ listed in ``BENCHMARKS`` in run order. The first, ``limits``, measures what this
 with our events so that later processors report their throughput as a ratio to it (``ctx.limits``).
 """
 
-BENCHMARKS = ["bench.limits", "bench.contact_callbacks", "bench.tag_segments"]
+BENCHMARKS = ["bench.limits", "bench.contact_callbacks", "bench.tag_segments", "bench.tag_profiles"]

@@ -366,6 +366,159 @@ async def test_every_attribute_condition_agrees(pool):
             assert got is evaluate(rule, p, today), (rule.to_json(), p)
 
 
+def _line(category: str, sku: str, amount: str) -> FactLine:
+    return FactLine(category, sku, Decimal(amount))
+
+
+def _fact_shape_profiles(tenant: str) -> list[Profile]:
+    """Histories where the compiler's fact forms differ if wrong: two matching lines on one order,
+    refunds with and without lines, same-day events, the RFM horizon's edge, no facts at all."""
+
+    def d(days_ago: int) -> date:
+        return BASE - timedelta(days=days_ago)
+
+    skin2 = (_line("护肤", "A", "100"), _line("护肤", "B", "50"), _line("彩妆", "C", "30"))
+    return [
+        Profile(
+            tenant,
+            "wm-two-lines",
+            facts=(Fact("order-placed", "o1", d(0), "pos", amount=Decimal(170), lines=skin2),),
+        ),
+        Profile(
+            tenant,
+            "wm-two-orders",
+            tags=frozenset({"VIP"}),
+            facts=(
+                Fact(
+                    "order-placed",
+                    "o2",
+                    d(1),
+                    "pos",
+                    "s1",
+                    amount=Decimal(100),
+                    lines=(_line("护肤", "A", "100"),),
+                ),
+                Fact(
+                    "order-placed", "o3", d(3), "mall", amount=Decimal(90), lines=(_line("护肤", "A", "100"),)
+                ),
+            ),
+        ),
+        Profile(
+            tenant,
+            "wm-refunded",
+            facts=(
+                Fact(
+                    "order-placed",
+                    "o4",
+                    d(2),
+                    "pos",
+                    amount=Decimal(160),
+                    lines=(_line("护肤", "A", "100"), _line("彩妆", "B", "60")),
+                ),
+                Fact(
+                    "order-refunded",
+                    "r4",
+                    d(2),
+                    "pos",
+                    amount=Decimal(-100),
+                    lines=(_line("护肤", "A", "-100"),),
+                ),
+                Fact("order-refunded", "r5", d(2), "pos", amount=Decimal(-10)),
+            ),
+        ),
+        Profile(
+            tenant,
+            "wm-messaged",
+            facts=(
+                Fact("message-sent", "m1", d(0), kind="broadcast", campaign_id="c1"),
+                Fact("message-sent", "m2", d(0), kind="private"),
+                Fact("message-sent", "m3", d(1), kind="broadcast"),
+                Fact("friend-added", "f1", d(5), store_id="s1", state="p1"),
+            ),
+        ),
+        Profile(tenant, "wm-nothing", tags=frozenset({"VIP"})),
+        Profile(
+            tenant,
+            "wm-old-buyer",
+            facts=(
+                Fact("order-placed", "o6", d(3650), amount=Decimal(500)),
+                Fact("order-placed", "o7", d(3649), amount=Decimal(500)),
+                Fact("message-sent", "m4", d(0), kind="broadcast"),
+            ),
+        ),
+    ]
+
+
+_EVENT_SHAPES: list[dict[str, Any]] = [
+    {"event": "order-placed", "count": {"gte": 2}, "within_days": 7, "category": "护肤"},
+    {"event": "order-placed", "count": {"eq": 1}, "within_days": 7, "category": "护肤", "sku": "B"},
+    {"event": "order-placed", "amount": {"gte": "150"}, "within_days": 7, "category": "护肤"},
+    {"event": "order-placed", "amount": {"lt": "100"}, "within_days": 7, "category": "护肤", "sku": "A"},
+    {"event": "order-placed", "amount": {"gte": "50"}, "within_days": 7},
+    {"event": "order-placed", "distinct_days": {"eq": 2}, "within_days": 7},
+    {"event": "order-placed", "count": {"lte": 1}, "between_days_ago": [1, 3], "channel": "pos"},
+    {"no_event": "message-sent", "within_days": 1, "kind": "broadcast"},
+    {"event": "order-placed", "count": {"gte": 1}, "within_days": 3, "category": "彩妆"},
+    {
+        "event": "order-placed",
+        "distinct_days": {"gt": 0, "gte": 0},
+        "within_days": 3,
+        "channel": ["pos", "mall"],
+    },
+    {"event": "order-placed", "count": {"lt": 1}, "within_days": 2},
+    {"event": "order-placed", "count": {"lt": 2}, "within_days": 7, "category": "护肤"},
+    {"event": "message-sent", "distinct_days": {"gte": 2}, "within_days": 7},
+    {"event": "friend-added", "count": {"gte": 1}, "within_days": 10, "state": "p1", "store_id": "s1"},
+    {"rfm": "重要价值客户"},
+    {"rfm": "一般挽留客户"},
+]
+
+
+def _fact_shape_rules() -> list[dict[str, Any]]:
+    """Each shape alone (one condition), negated (true without facts), beside a tag (the value
+    without facts depends on the row), and with another condition of the same pass."""
+    out: list[dict[str, Any]] = []
+    for n, shape in enumerate(_EVENT_SHAPES):
+        other = _EVENT_SHAPES[(n + 5) % len(_EVENT_SHAPES)]
+        out += [
+            shape,
+            {"not": shape},
+            {"any": [{"tag": "VIP"}, shape]},
+            {"all": [{"not": {"tag": "VIP"}}, {"not": shape}]},
+            {"all": [shape, other]},
+            {"any": [shape, {"not": other}]},
+        ]
+    return out
+
+
+async def test_fact_condition_forms_agree(pool):
+    """Every form the compiler gives a fact condition (one condition or several in one pass; a
+    semi-join, an anti-join or the row's own LEFT JOIN; lines joined or summarised per fact), as
+    a column and as the WHERE clause of a preview, on days when windows open and close."""
+    tenant = "shapes"
+    profiles = _fact_shape_profiles(tenant)
+    await store(pool, profiles)
+    rfm = RfmThresholds(
+        recent_within_days=2, frequent_min_orders=2, monetary_min=Decimal("150"), window_days=7
+    )
+    days = [BASE, BASE + timedelta(days=1), BASE + timedelta(days=4)]
+    rules = [parse_rule(r) for r in _fact_shape_rules()]
+    answers = await sql_answers(pool, tenant, [(rule, today) for rule in rules for today in days], rfm)
+    for p in profiles:
+        got = iter(answers[p.external_userid])
+        for rule in rules:
+            for today in days:
+                assert next(got) is evaluate(rule, p, today, rfm=rfm), (
+                    rule.to_json(),
+                    today,
+                    p.external_userid,
+                )
+    for rule in rules:
+        for today in days:
+            members = await sql_members(pool, tenant, rule, SqlParams(today=today, rfm=rfm))
+            assert members == py_members(rule, profiles, today, rfm), (rule.to_json(), today)
+
+
 async def test_acceptance_forms_in_sql(pool):
     tenant = "acme"
     profiles = [

@@ -13,6 +13,23 @@ and operators chosen from the validated rule, never a value. Every sub-expressio
 Python, by the same :meth:`Window.bounds` the evaluator uses, and compared with the stored
 ``day`` of each fact: no timezone arithmetic happens in SQL.
 
+The predicate is built to be run over many profiles at once (a preview counts a tenant's 1M):
+
+- conditions on the row (attributes, tags, first added) are plain expressions on ``p``;
+- "has such an event in the window" (``count >= 1``) and "has none" (``no_event``,
+  ``count = 0``), alone or as a conjunct at the top, are a correlated ``EXISTS`` /
+  ``NOT EXISTS``: PostgreSQL runs them as one (parallel) semi- or anti-join with the facts;
+- every other fact condition (counts, amounts, distinct days, RFM) reads one aggregate of the
+  contact's facts: one pass over the facts the conditions count, grouped by contact, a column per
+  measure. The rule's value for a contact without facts is known in Python (every measure 0, no
+  RFM class), so the test is ``EXISTS`` (that value is false), ``NOT EXISTS ... NOT`` (true) or,
+  where it depends on the row, a LEFT JOIN of the aggregate to the contact's own row.
+
+Every one of those is tenant-scoped by ``p.tenant_id`` (the correlation), and PostgreSQL pushes
+the caller's ``p.tenant_id = $1`` into the scans of the facts and lines. Placed as a conjunct of a
+WHERE clause, as previews do, the sub-queries become joins (one pass over the facts); anywhere
+else (a SELECT list, under OR) they stay correct but run per row.
+
 Also here: the statements that write profile rows (shared by the processor and the tests) and the
 RFM distribution queries.
 """
@@ -50,6 +67,7 @@ from tag_svc.segments.rules import (
     RfmCondition,
     Rule,
     TagCondition,
+    conditions,
 )
 
 __all__ = [
@@ -90,7 +108,7 @@ def compile_sql(rule: Rule, params: SqlParams, *, first_arg: int = 1) -> Compile
     (tenant id, cursor, limit) first.
     """
     args = _Args(first_arg)
-    sql = _Compiler(params, args).node(rule)
+    sql = _Compiler(params, args).predicate(rule)
     return CompiledSql(sql, tuple(args.values))
 
 
@@ -105,9 +123,10 @@ class _Args:
 
 
 _OPS = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<", "eq": "="}
-_OF_CONTACT = "f.tenant_id = p.tenant_id AND f.external_userid = p.external_userid"
+_AMOUNT_TYPES = ("order-placed", "order-refunded")
+_OF_CONTACT = "a.tenant_id = p.tenant_id AND a.external_userid = p.external_userid"
+_FACT_OF_CONTACT = "f.tenant_id = p.tenant_id AND f.external_userid = p.external_userid"
 _LINE_OF_FACT = "l.tenant_id = f.tenant_id AND l.event_type = f.event_type AND l.event_key = f.event_key"
-_AMOUNT_TYPES = ["order-placed", "order-refunded"]
 # Column names come from these maps, never from rule text.
 _ATTR_COLUMNS = {"state": "p.state", "store_id": "p.store_id", "gender": "p.gender", "status": "p.status"}
 _HEADER_COLUMNS = {
@@ -118,6 +137,7 @@ _HEADER_COLUMNS = {
     "campaign_id": "f.campaign_id",
 }
 _LINE_COLUMNS = {"category": "l.category", "sku": "l.sku"}
+_FACT_CONDITIONS = (EventCondition, NoEventCondition, RfmCondition)
 
 
 class _Compiler:
@@ -125,25 +145,77 @@ class _Compiler:
         self.params = params
         self.arg = args
 
-    def node(self, rule: Rule) -> str:
+    def predicate(self, rule: Rule) -> str:
+        """The conjuncts at the top, each in its cheapest exact form: a condition on the row as it
+        is; "has such an event" / "has none" as a correlated EXISTS / NOT EXISTS over the facts
+        (PostgreSQL runs it as a semi- or anti-join, in parallel, with no grouping); the other
+        fact conditions together through one per-contact aggregate (:meth:`facts`)."""
+        parts = rule.rules if isinstance(rule, AllOf) else (rule,)
+        sql, on_facts = [], []
+        for part in parts:
+            existence = _existence(part)
+            if existence is not None:
+                sql.append(self.exists(*existence))
+            elif _reads_facts(part):
+                on_facts.append(part)
+            else:
+                sql.append(self.node(part, None))
+        if on_facts:
+            sql.append(self.facts(on_facts[0] if len(on_facts) == 1 else AllOf(tuple(on_facts))))
+        return "(" + " AND ".join(sql) + ")"
+
+    def exists(self, rule: EventCondition, present: bool) -> str:
+        """Whether the contact has a fact passing ``rule``'s filters in its window (or has none)."""
+        where = " AND ".join([_FACT_OF_CONTACT, *_event_filters(self.arg, self.params.today, rule)])
+        sql = f"EXISTS (SELECT 1 FROM profile_facts f WHERE {where})"
+        return sql if present else f"(NOT {sql})"
+
+    def facts(self, rule: Rule) -> str:
+        """``rule`` through the aggregate ``a`` of the contact's facts, which has a row only for a
+        contact with facts in its scope. Where the rule's value without facts is known (false, or
+        true), a contact without a row needs no row: the test becomes a semi-join (or an
+        anti-join on the negated test) that PostgreSQL runs as one hash join of the aggregate
+        with the profiles, the tenant pushed into the aggregate from ``p.tenant_id``."""
+        without = _without_facts(rule)
+        leaves = [c for c in conditions(rule) if isinstance(c, _FACT_CONDITIONS)]
+        single = len(leaves) == 1 and not isinstance(leaves[0], RfmCondition)
+        if without is None:
+            # The value without facts depends on the row (e.g. a tag OR an event): join the
+            # aggregate to the contact's own row, so a contact without facts reads zeros.
+            agg = _Aggregate(self.params, self.arg, single=single, zero_if_missing=True)
+            test = self.node(rule, agg)
+            return (
+                f"EXISTS (SELECT 1 FROM profiles q LEFT JOIN ({agg.sql()}) a "
+                "ON a.tenant_id = q.tenant_id AND a.external_userid = q.external_userid "
+                f"WHERE q.tenant_id = p.tenant_id AND q.external_userid = p.external_userid AND {test})"
+            )
+        agg = _Aggregate(self.params, self.arg, single=single)
+        test = self.node(rule, agg)
+        if without:
+            return f"(NOT EXISTS (SELECT 1 FROM ({agg.sql()}) a WHERE {_OF_CONTACT} AND NOT {test}))"
+        return f"EXISTS (SELECT 1 FROM ({agg.sql()}) a WHERE {_OF_CONTACT} AND {test})"
+
+    def node(self, rule: Rule, agg: _Aggregate | None) -> str:
         if isinstance(rule, AllOf):
-            return "(" + " AND ".join(self.node(r) for r in rule.rules) + ")"
+            return "(" + " AND ".join(self.node(r, agg) for r in rule.rules) + ")"
         if isinstance(rule, AnyOf):
-            return "(" + " OR ".join(self.node(r) for r in rule.rules) + ")"
+            return "(" + " OR ".join(self.node(r, agg) for r in rule.rules) + ")"
         if isinstance(rule, Not):
-            return f"(NOT {self.node(rule.rule)})"
+            return f"(NOT {self.node(rule.rule, agg)})"
         if isinstance(rule, TagCondition):
             return f"(p.tags @> ARRAY[{self.arg(rule.tag, 'text')}])"
         if isinstance(rule, AttrCondition):
             return self.attr(rule)
         if isinstance(rule, FirstAddedCondition):
             return self.first_added(rule)
+        if agg is None:  # predicate() passes no aggregate only to rules without fact conditions
+            raise TypeError(f"a fact condition outside the aggregate: {type(rule).__name__}")
         if isinstance(rule, EventCondition):
-            return self.windowed(rule)
+            return agg.event(rule)
         if isinstance(rule, NoEventCondition):
-            return self.windowed(rule.as_count())
+            return agg.event(rule.as_count())
         if isinstance(rule, RfmCondition):
-            return self.rfm(rule)
+            return agg.rfm(rule)
         raise TypeError(f"not a rule node: {type(rule).__name__}")
 
     def attr(self, rule: AttrCondition) -> str:
@@ -167,56 +239,223 @@ class _Compiler:
         terms = " AND ".join(f"{days} {_OPS[op]} {self.arg(b, 'integer')}" for op, b in rule.days_since.terms)
         return f"coalesce(({terms}), false)"
 
-    def windowed(self, rule: EventCondition) -> str:
-        """Mirror of ``evaluator._series``: the measure over the window, then the comparison."""
-        first, last = rule.window.bounds(self.params.today)
-        where = [_OF_CONTACT, f"f.day BETWEEN {self.arg(first, 'date')} AND {self.arg(last, 'date')}"]
-        for name, values in rule.filters.header():
-            where.append(f"{_HEADER_COLUMNS[name]} = ANY({self.arg(list(values), 'text[]')})")
-        lines = [f"{_LINE_COLUMNS[n]} = ANY({self.arg(list(v), 'text[]')})" for n, v in rule.filters.lines()]
-        source = "profile_facts f"
-        if rule.metric == "amount":
-            where.append(f"f.event_type = ANY({self.arg(_AMOUNT_TYPES, 'text[]')})")
-            if lines:
-                # Only the matching lines' signed amounts; one order's several matches all add.
-                source = f"profile_facts f JOIN profile_fact_lines l ON {_LINE_OF_FACT}"
-                where.extend(lines)
-                measure = "coalesce(sum(l.amount), 0)"
-            else:
-                measure = "coalesce(sum(f.amount), 0)"
+
+def _reads_facts(rule: Rule) -> bool:
+    return any(isinstance(c, _FACT_CONDITIONS) for c in conditions(rule))
+
+
+def _event_filters(arg: _Args, today: date, rule: EventCondition, *, lines: bool = True) -> list[str]:
+    """The conditions on ``f`` of the facts ``rule`` counts: the event type (orders and refunds
+    for an amount), the window, the header filters, and (``lines``) a matching item line."""
+    first, last = rule.window.bounds(today)
+    if rule.metric == "amount":
+        where = [f"f.event_type = ANY({arg(list(_AMOUNT_TYPES), 'text[]')})"]
+    else:
+        where = [f"f.event_type = {arg(rule.event, 'text')}"]
+    where.append(f"f.day BETWEEN {arg(first, 'date')} AND {arg(last, 'date')}")
+    for name, values in rule.filters.header():
+        where.append(f"{_HEADER_COLUMNS[name]} = ANY({arg(list(values), 'text[]')})")
+    if lines and rule.filters.lines():
+        # A test per fact, not a join of the lines: an order with three matches counts once.
+        where.append(
+            f"EXISTS (SELECT 1 FROM profile_fact_lines l WHERE {_LINE_OF_FACT} AND {_line_match(arg, rule)})"
+        )
+    return where
+
+
+def _line_match(arg: _Args, rule: EventCondition) -> str:
+    """Every line filter of ``rule`` on the same line ``l``."""
+    return " AND ".join(
+        f"{_LINE_COLUMNS[n]} = ANY({arg(list(v), 'text[]')})" for n, v in rule.filters.lines()
+    )
+
+
+def _existence(rule: Rule) -> tuple[EventCondition, bool] | None:
+    """``(condition, True)`` when ``rule`` holds exactly for a contact with at least one fact the
+    condition counts, ``(condition, False)`` when exactly for one with none; else ``None``.
+
+    So are a count or distinct-days comparison false on 0 and true on every n >= 1 (``gte`` 1,
+    ``gt`` 0) or true on 0 and false on every n >= 1 (``eq`` 0, ``lt`` 1, ``lte`` 0), a
+    ``no_event``, and ``not`` of any of them.
+    """
+    if isinstance(rule, Not):
+        inner = _existence(rule.rule)
+        return None if inner is None else (inner[0], not inner[1])
+    if isinstance(rule, NoEventCondition):
+        return rule.as_count(), False
+    if not isinstance(rule, EventCondition) or rule.metric == "amount":
+        return None
+    terms = rule.comparison.terms
+    if not rule.comparison.holds(0) and all(
+        (op == "gte" and b <= 1) or (op == "gt" and b < 1) for op, b in terms
+    ):
+        return rule, True
+    if rule.comparison.holds(0) and any(
+        (op == "eq" and b == 0) or (op == "lt" and b <= 1) or (op == "lte" and b <= 0) for op, b in terms
+    ):
+        return rule, False
+    return None
+
+
+def _without_facts(rule: Rule) -> bool | None:
+    """The rule's value for a contact without any fact, or ``None`` if that depends on the row.
+
+    A measure over no facts is 0 (``DaySeries.total`` of nothing), and a contact without orders
+    has no RFM class: the same values the evaluator computes for such a contact.
+    """
+    if isinstance(rule, AllOf | AnyOf):
+        values = [_without_facts(r) for r in rule.rules]
+        decisive = isinstance(rule, AnyOf)  # True decides an any, False an all
+        if decisive in values:
+            return decisive
+        return None if None in values else not decisive
+    if isinstance(rule, Not):
+        value = _without_facts(rule.rule)
+        return None if value is None else not value
+    if isinstance(rule, EventCondition):
+        return rule.comparison.holds(0)
+    if isinstance(rule, NoEventCondition):
+        return True
+    if isinstance(rule, RfmCondition):
+        return False
+    return None
+
+
+class _Aggregate:
+    """One pass over a tenant's facts grouped by contact (``a``), one column per measure the rule
+    reads, so a rule with several fact conditions still reads the facts once.
+
+    Each measure counts the facts that pass its condition (the mirror of ``evaluator._series``),
+    and the pass reads only the facts that pass some condition: a contact has a row iff one of its
+    facts counts for some measure, so a contact without a row has 0 in every measure and no RFM
+    class (``zero_if_missing``: columns read through ``coalesce`` for a LEFT JOIN). With a single
+    event condition (``single``) the pass reads only its facts and needs no ``FILTER``, and its
+    line filters join the lines directly instead of through a per-fact summary of them.
+    """
+
+    def __init__(self, params: SqlParams, arg: _Args, *, single: bool, zero_if_missing: bool = False) -> None:
+        self.params = params
+        self.arg = arg
+        self.single = single
+        self.zero_if_missing = zero_if_missing
+        self.columns: list[str] = []
+        self.scopes: list[str] = []  # the conditions of the measures; the pass reads their union
+        self.line_columns: list[str] = []  # per-fact summaries of lines (x), several conditions
+        self.line_tests: list[str] = []
+        self.line_types: set[str] = set()
+        self.join_lines = False  # single amount condition with a line filter: f JOIN l
+        self.rfm_columns: tuple[str, str, str] | None = None
+
+    def event(self, rule: EventCondition) -> str:
+        """The measure over the window, then the comparison."""
+        amount = rule.metric == "amount"
+        lines = bool(rule.filters.lines())
+        if self.single and not (amount and lines):
+            where = _event_filters(self.arg, self.params.today, rule)
+        else:
+            where = _event_filters(self.arg, self.params.today, rule, lines=False)
+        if amount:
+            # Only the matching lines' signed amounts: one order's several matches all add.
+            value = self._lines(rule, where) if lines else "f.amount"
+            measure = self._measure("coalesce(sum({value}){filter}, 0)", value, where, "0")
             cast = "numeric"
         else:
-            where.append(f"f.event_type = {self.arg(rule.event, 'text')}")
-            if lines:
-                # EXISTS, not a join: an order with three matching lines counts once.
-                where.append(
-                    f"EXISTS (SELECT 1 FROM profile_fact_lines l WHERE {_LINE_OF_FACT} AND {' AND '.join(lines)})"
-                )
-            measure = "count(DISTINCT f.day)" if rule.metric == "distinct_days" else "count(*)"
+            if lines and not self.single:
+                self._lines(rule, where)
+            if rule.metric == "distinct_days":
+                measure = self._measure("count(DISTINCT {value}){filter}", "f.day", where, "0")
+            else:
+                measure = self._measure("count({value}){filter}", "*", where, "0")
             cast = "bigint"
-        test = " AND ".join(f"s.v {_OPS[op]} {self.arg(b, cast)}" for op, b in rule.comparison.terms)
-        # An aggregate without GROUP BY yields exactly one row, so the scalar subquery is never NULL.
-        return f"(SELECT {test} FROM (SELECT {measure} AS v FROM {source} WHERE {' AND '.join(where)}) s)"
+        tests = [f"{measure} {_OPS[op]} {self.arg(b, cast)}" for op, b in rule.comparison.terms]
+        return "(" + " AND ".join(tests) + ")"
 
     def rfm(self, rule: RfmCondition) -> str:
         thresholds = self.params.rfm
         if thresholds is None:
             raise MissingRfmThresholds("the rule has an rfm condition: pass the tenant's RFM thresholds")
         today = self.params.today
-        r_high, f_high, m_high = CLASS_LEVELS[rule.rfm]
-        metrics = _rfm_metrics_select(self.arg, today, thresholds.window_days, _OF_CONTACT)
-        buyer = f"s.last_day >= {self.arg(today - timedelta(days=RFM_HORIZON_DAYS - 1), 'date')}"
-        recent = f"s.last_day >= {self.arg(today - timedelta(days=thresholds.recent_within_days), 'date')}"
-        frequent = f"s.frequency >= {self.arg(thresholds.frequent_min_orders, 'bigint')}"
-        valuable = f"s.monetary >= {self.arg(thresholds.monetary_min, 'numeric')}"
-        levels = [
-            lvl if high else f"NOT ({lvl})"
-            for lvl, high in ((recent, r_high), (frequent, f_high), (valuable, m_high))
+        if self.rfm_columns is None:
+            # A contact is a buyer iff it placed an order from the horizon through today, and the
+            # last such day is its last order (``RfmHistory.metrics_at``); F and M count in the
+            # window, which lies within the horizon (window_days <= RFM_HORIZON_DAYS).
+            types, placed = self.arg(list(_AMOUNT_TYPES), "text[]"), self.arg("order-placed", "text")
+            today_arg = self.arg(today, "date")
+            horizon = f"f.day BETWEEN {self.arg(today - timedelta(days=RFM_HORIZON_DAYS - 1), 'date')} AND {today_arg}"
+            window = f"f.day BETWEEN {self.arg(today - timedelta(days=thresholds.window_days - 1), 'date')} AND {today_arg}"
+            self.scopes.append(f"f.event_type = ANY({types}) AND {horizon}")
+            self.rfm_columns = (
+                self._column(f"max(f.day) FILTER (WHERE f.event_type = {placed} AND {horizon})", None),
+                self._column(f"count(*) FILTER (WHERE f.event_type = {placed} AND {window})", "0"),
+                self._column(
+                    f"coalesce(sum(f.amount) FILTER (WHERE f.event_type = ANY({types}) AND {window}), 0)", "0"
+                ),
+            )
+        last_day, frequency, monetary = self.rfm_columns
+        levels = (
+            f"{last_day} >= {self.arg(today - timedelta(days=thresholds.recent_within_days), 'date')}",
+            f"{frequency} >= {self.arg(thresholds.frequent_min_orders, 'bigint')}",
+            f"{monetary} >= {self.arg(thresholds.monetary_min, 'numeric')}",
+        )
+        tests = [
+            lvl if high else f"NOT ({lvl})" for lvl, high in zip(levels, CLASS_LEVELS[rule.rfm], strict=True)
         ]
-        # last_day is NULL for a non-buyer: the first two terms are then false, and false AND NULL
-        # is false, so the result is never NULL.
-        test = " AND ".join(["s.last_day IS NOT NULL", buyer, *levels])
-        return f"(SELECT {test} FROM ({metrics}) s)"
+        # last_day is NULL for a non-buyer: the first term is then false, and false AND NULL is
+        # false, so the result is never NULL.
+        return "(" + " AND ".join([f"{last_day} IS NOT NULL", *tests]) + ")"
+
+    def sql(self) -> str:
+        """The pass's SELECT (after the rule's conditions registered their measures)."""
+        source = "profile_facts f"
+        if self.join_lines:
+            source += f" JOIN profile_fact_lines l ON {_LINE_OF_FACT}"
+        if self.line_columns:
+            source += (
+                f" LEFT JOIN (SELECT l.tenant_id, l.event_type, l.event_key, {', '.join(self.line_columns)} "
+                "FROM profile_fact_lines l "
+                f"WHERE l.event_type = ANY({self.arg(sorted(self.line_types), 'text[]')}) "
+                f"AND ({' OR '.join(self.line_tests)}) GROUP BY l.tenant_id, l.event_type, l.event_key) x "
+                "ON x.tenant_id = f.tenant_id AND x.event_type = f.event_type AND x.event_key = f.event_key"
+            )
+        scope = " OR ".join(f"({s})" for s in self.scopes)
+        return (
+            f"SELECT f.tenant_id, f.external_userid, {', '.join(self.columns)} FROM {source} "
+            f"WHERE {scope} GROUP BY f.tenant_id, f.external_userid"
+        )
+
+    def _measure(self, aggregate: str, value: str, where: list[str], zero: str) -> str:
+        condition = " AND ".join(where)
+        self.scopes.append(condition)
+        # With a single condition the pass reads only its facts: no FILTER needed.
+        filtered = "" if self.single else f" FILTER (WHERE {condition})"
+        return self._column(aggregate.format(value=value, filter=filtered), zero)
+
+    def _column(self, expr: str, zero: str | None) -> str:
+        name = f"m{len(self.columns)}"
+        self.columns.append(f"{expr} AS {name}")
+        if self.zero_if_missing and zero is not None:
+            return f"coalesce(a.{name}, {zero})"
+        return f"a.{name}"
+
+    def _lines(self, rule: EventCondition, where: list[str]) -> str:
+        """Add to ``where`` that the fact has a line matching ``rule``'s line filters; returns the
+        value an amount sums: the matching lines' amounts."""
+        match = _line_match(self.arg, rule)
+        if self.single:  # an amount: join the matching lines
+            self.join_lines = True
+            where.append(match)
+            return "l.amount"
+        # Several conditions: one summary row per fact of its lines (x.lN: the matching lines'
+        # amount, or whether there is one; NULL for a fact without a matching line).
+        amount = rule.metric == "amount"
+        name = f"l{len(self.line_columns)}"
+        self.line_columns.append(
+            f"sum(l.amount) FILTER (WHERE {match}) AS {name}" if amount else f"bool_or({match}) AS {name}"
+        )
+        self.line_tests.append(f"({match})")
+        self.line_types.update(_AMOUNT_TYPES if amount else (rule.event,))
+        where.append(f"x.{name} IS NOT NULL" if amount else f"x.{name}")
+        return f"x.{name}"
 
 
 def _rfm_metrics_select(arg: _Args, today: date, window_days: int, scope: str, group: str = "") -> str:
@@ -230,7 +469,7 @@ def _rfm_metrics_select(arg: _Args, today: date, window_days: int, scope: str, g
         f"max(f.day) FILTER (WHERE f.event_type = {placed} AND f.day <= {today_arg}) AS last_day, "
         f"count(*) FILTER (WHERE f.event_type = {placed} AND {in_window}) AS frequency, "
         f"coalesce(sum(f.amount) FILTER (WHERE {in_window}), 0) AS monetary "
-        f"FROM profile_facts f WHERE {scope} AND f.event_type = ANY({arg(_AMOUNT_TYPES, 'text[]')})"
+        f"FROM profile_facts f WHERE {scope} AND f.event_type = ANY({arg(list(_AMOUNT_TYPES), 'text[]')})"
         f"{' GROUP BY ' + group if group else ''}"
     )
 

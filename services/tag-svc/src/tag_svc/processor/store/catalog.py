@@ -7,8 +7,9 @@ the reads the segments API serves (members, a contact's segments, size history, 
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -325,14 +326,37 @@ async def history(
     return int(before or 0), rows
 
 
+# A preview scans a whole tenant once: plan it for its actual window (a generic plan, which
+# asyncpg's prepared statements get after five runs of one rule shape, cannot see the window's
+# days and took 4.4 s instead of 1.5 s for a 365-day count over 1M profiles), and skip JIT
+# compilation, which costs more than it saves on these plans.
+PREVIEW_SETTINGS = (
+    "SET LOCAL plan_cache_mode = force_custom_plan",
+    "SET LOCAL jit = off",
+)
+
+
 async def preview(db: Executor, tenant_id: str, predicate: CompiledSql, sample: int) -> tuple[int, list[str]]:
     """How many of the tenant's contacts match ``predicate`` (compiled with ``first_arg=2``), and
-    the first ``sample`` of them in key order."""
+    the first ``sample`` of them in key order (one read-only transaction)."""
     count_sql = PREVIEW_COUNT.format(predicate=predicate.sql)
     sample_sql = PREVIEW_SAMPLE.format(predicate=predicate.sql, limit=int(sample))
-    count = await db.fetchval(count_sql, tenant_id, *predicate.args)
-    rows = await db.fetch(sample_sql, tenant_id, *predicate.args) if count else []
+    async with _connection(db) as conn, conn.transaction(readonly=not conn.is_in_transaction()):
+        for setting in PREVIEW_SETTINGS:
+            await conn.execute(setting)
+        count = await conn.fetchval(count_sql, tenant_id, *predicate.args)
+        rows = await conn.fetch(sample_sql, tenant_id, *predicate.args) if count else []
     return int(count), [r["external_userid"] for r in rows]
+
+
+@contextlib.asynccontextmanager
+async def _connection(db: Executor) -> AsyncIterator[Conn]:
+    """A connection of ``db``: itself, or one acquired from the pool."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
 
 
 def _json(value: Any) -> str:
