@@ -37,8 +37,6 @@ from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import BatchBuilder
 from asyncpg.pool import PoolConnectionProxy
 from opentelemetry import propagate, trace
 
@@ -237,7 +235,6 @@ class OutboxRelay:
         self.purge_interval = purge_interval
         self._wake = asyncio.Event()
         self._listener: Connection | None = None
-        self._partitioner = DefaultPartitioner()
 
     async def run_once(self) -> int:
         """Publish up to ``batch_size`` committed unsent rows, then mark them sent.
@@ -262,36 +259,18 @@ class OutboxRelay:
         return len(rows)
 
     async def publish(self, rows: Sequence[asyncpg.Record]) -> None:
-        """Send every row, then wait until the broker acknowledged all of them.
-
-        Rows go out as record batches, one open batch per (topic, partition), filled in id
-        order and submitted in that order: a key's events keep their order, and the producer
-        does its per-message work (futures, partitioning, size checks) once per batch instead
-        of once per event. Partitions are chosen like the producer's own default partitioner
-        (murmur2 of the key, as Java clients do), so an event lands where ``send`` would put it.
-        """
+        """Send every row, then wait until the broker acknowledged all of them."""
         futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self.ack_timeout):
-                partitions: dict[str, list[int]] = {}
-                batches: dict[tuple[str, int], BatchBuilder] = {}
                 for row in rows:
-                    topic, key = row["topic"], row["key"]
-                    known = partitions.get(topic)
-                    if known is None:
-                        known = partitions[topic] = sorted(await self.producer.partitions_for(topic))
-                    partition = self._partitioner(key, known, known)
-                    batch = batches.get((topic, partition))
-                    if batch is None:
-                        batch = batches[(topic, partition)] = self.producer.create_batch()
-                    headers = _decode_headers(row["headers"])
-                    if batch.append(key=key, value=row["value"], timestamp=None, headers=headers) is None:
-                        # Full: submit it and start the next batch of that partition.
-                        futures.append(await self.producer.send_batch(batch, topic, partition=partition))
-                        batch = batches[(topic, partition)] = self.producer.create_batch()
-                        batch.append(key=key, value=row["value"], timestamp=None, headers=headers)
-                for (topic, partition), batch in batches.items():
-                    futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+                    future = await self.producer.send(
+                        row["topic"],
+                        value=row["value"],
+                        key=row["key"],
+                        headers=_decode_headers(row["headers"]),
+                    )
+                    futures.append(future)
                 results = await asyncio.gather(*futures, return_exceptions=True)
         finally:
             # When we give up early, the acks still in flight must not log "exception never
