@@ -11,13 +11,11 @@ lines' foreign key are dropped for the load and rebuilt after it (the same defin
 VACUUM ANALYZE (as autovacuum would leave the tables) and a CHECKPOINT (so the load's writes are
 not flushed during the measurements). Figure: the seconds all of that took.
 
-Preview: the count statement of ``POST /v1/segments/preview`` as the endpoint runs it
-(``compile_sql`` of the rule with the tenant's today and RFM thresholds, ``catalog.PREVIEW_COUNT``
-on the pool) for each of the 20 rules of bench.tag_segments, ``RUNS`` times: the first run is
-reported as cold, the best of the others as the warm time. Then ``RUNS - 1`` more runs with
-``TUNED`` (custom plans, no JIT: what the statement would get if it set them), the best reported
-as tuned. Figures: warm time per rule, p50 and max over the rules (as run and tuned), and the whole
-preview (count, then the sample) p50 and max.
+Preview: ``POST /v1/segments/preview`` as the endpoint runs it (``compile_sql`` of the rule with
+the tenant's today and RFM thresholds, then ``catalog.preview``: the count, then a sample of 20,
+planned for the window, without JIT) for each of the 20 rules of
+bench.tag_segments, ``RUNS`` times: the first run is reported as cold, the best of the others as
+the warm time. Figures: warm time per rule, p50 and max over the rules, rules over the goal.
 
 Memory: the 20 segments are defined live with their members as a backfill leaves them (filled by
 ``INSERT ... SELECT`` with the same compiled predicates), then the processor
@@ -273,17 +271,10 @@ async def seed(pool: asyncpg.Pool, today: date) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 
-# What the preview statement would run with if it set them (SET LOCAL, in its transaction): a plan
-# for these very arguments every time (a prepared statement otherwise switches to a generic plan
-# after five runs of one predicate shape on a connection, blind to the window), and no JIT
-# compilation (up to a second of the heavy statements).
-TUNED = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
-
-
 async def previews(pool: asyncpg.Pool, today: date) -> tuple[list[dict[str, Any]], float]:
-    """Per rule: matches, cold and warm seconds of the count statement as the endpoint runs it,
-    warm seconds with ``TUNED``, seconds of the whole preview; and the seconds ``ensure_rfm`` took
-    to derive the tenant's thresholds (first use)."""
+    """Per rule: matches, cold and warm seconds of the preview as the endpoint runs it
+    (``catalog.preview``: count, then a sample of 20, custom plans, no JIT); and the seconds
+    ``ensure_rfm`` took to derive the tenant's thresholds (first use)."""
     started = time.perf_counter()
     rfm = await ensure_rfm(pool, TENANT, today)
     derive_s = time.perf_counter() - started
@@ -293,28 +284,16 @@ async def previews(pool: asyncpg.Pool, today: date) -> tuple[list[dict[str, Any]
         predicate = compile_sql(
             rule, SqlParams(today=today, rfm=rfm if uses_rfm(rule) else None), first_arg=2
         )
-        count_sql = catalog.PREVIEW_COUNT.format(predicate=predicate.sql)
-        times, tuned, count = [], [], 0
+        times, count = [], 0
         for _ in range(RUNS):
             started = time.perf_counter()
-            count = await pool.fetchval(count_sql, TENANT, *predicate.args)
+            count, _ = await catalog.preview(pool, TENANT, predicate, 20)
             times.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        await catalog.preview(pool, TENANT, predicate, 20)
-        whole = time.perf_counter() - started
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(TUNED)
-            for _ in range(RUNS - 1):
-                started = time.perf_counter()
-                await conn.fetchval(count_sql, TENANT, *predicate.args)
-                tuned.append(time.perf_counter() - started)
         warm = min(times[1:])
-        out.append(
-            {"rule": n, "count": count, "cold": times[0], "warm": warm, "tuned": min(tuned), "preview": whole}
-        )
+        out.append({"rule": n, "count": count, "cold": times[0], "warm": warm})
         print(
-            f"  {NAME} rule {n:2d}: {count:>7} contacts, count {times[0] * 1000:6.0f} ms cold, "
-            f"{warm * 1000:6.0f} ms warm, {min(tuned) * 1000:6.0f} ms tuned; preview {whole * 1000:6.0f} ms",
+            f"  {NAME} rule {n:2d}: {count:>7} contacts, preview {times[0] * 1000:6.0f} ms cold, "
+            f"{warm * 1000:6.0f} ms warm",
             flush=True,
         )
     return out, derive_s
@@ -474,8 +453,6 @@ async def run(ctx: BenchContext) -> list[Figure]:
         await pool.close()
 
     warm = sorted(r["warm"] * 1000 for r in rules)
-    tuned = sorted(r["tuned"] * 1000 for r in rules)
-    whole = sorted(r["preview"] * 1000 for r in rules)
     mb = 1024
     figures = [
         Figure(
@@ -489,9 +466,13 @@ async def run(ctx: BenchContext) -> list[Figure]:
             NAME, "rfm_thresholds_derive_s", derive_s, "s", "ensure_rfm on first use (medians of the buyers)"
         ),
         Figure(
-            NAME, "preview_count_p50_ms", statistics.median(warm), "ms", f"warm, 20 rules; goal <= {GOAL_MS}"
+            NAME,
+            "preview_p50_ms",
+            statistics.median(warm),
+            "ms",
+            f"warm, 20 rules, count + sample; goal <= {GOAL_MS}",
         ),
-        Figure(NAME, "preview_count_max_ms", warm[-1], "ms", f"warm, 20 rules; goal <= {GOAL_MS}"),
+        Figure(NAME, "preview_max_ms", warm[-1], "ms", f"warm, 20 rules, count + sample; goal <= {GOAL_MS}"),
         Figure(
             NAME,
             "preview_rules_over_goal",
@@ -499,33 +480,16 @@ async def run(ctx: BenchContext) -> list[Figure]:
             "rules",
             f"of 20, > {GOAL_MS} ms",
         ),
-        Figure(NAME, "preview_count_tuned_p50_ms", statistics.median(tuned), "ms", "custom plans, no JIT"),
-        Figure(NAME, "preview_count_tuned_max_ms", tuned[-1], "ms", "custom plans, no JIT"),
-        Figure(
-            NAME,
-            "preview_rules_over_goal_tuned",
-            float(sum(t > GOAL_MS for t in tuned)),
-            "rules",
-            f"of 20, > {GOAL_MS} ms",
-        ),
-        Figure(
-            NAME,
-            "preview_whole_p50_ms",
-            statistics.median(whole),
-            "ms",
-            "count + sample of 20, as the endpoint",
-        ),
-        Figure(NAME, "preview_whole_max_ms", whole[-1], "ms", "count + sample of 20, as the endpoint"),
     ]
     for r in rules:
         summary = json.dumps(RULES[r["rule"]], ensure_ascii=False, separators=(",", ":"))
         figures.append(
             Figure(
                 NAME,
-                f"preview_count_ms_rule{r['rule']:02d}",
+                f"preview_ms_rule{r['rule']:02d}",
                 r["warm"] * 1000,
                 "ms",
-                f"{r['count']:,} match; cold {r['cold'] * 1000:.0f}, tuned {r['tuned'] * 1000:.0f} ms; {summary[:50]}",
+                f"{r['count']:,} match; cold {r['cold'] * 1000:.0f} ms; {summary[:50]}",
             )
         )
     figures += [

@@ -182,6 +182,9 @@ LIMIT 1
 
 # Previews: the compiled rule (tag_svc.segments.compile_sql, arguments from $2 on) over the
 # tenant's profiles. The predicate holds only $n placeholders and fixed SQL, never a value.
+# Count and sample are two statements: one statement materialising the matches for both was
+# measured slower at 1M profiles (rules matching 300-500k contacts pay for the materialisation
+# more than the second evaluation costs).
 PREVIEW_COUNT = (
     "SELECT count(*) FROM profiles p WHERE p.tenant_id = $1 AND p.status <> 'erased' AND ({predicate})"
 )
