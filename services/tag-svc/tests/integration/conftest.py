@@ -8,7 +8,7 @@ Names start with ``seg_`` so they never shadow the tag tests' fixtures (tests/co
   instead of waiting for days to pass.
 - ``seg_topics``: uuid-named input topics of this test (the contracts they carry as keys); the
   processor reads them from the start without seeing other tests' events.
-- ``seg_app`` / ``seg_client``: the service's app (every route), ``app.state.clock`` set.
+- ``seg_app`` / ``seg_client`` / ``seg_pool``: the service's app (``tag_app``), ``app.state.clock`` set.
 - ``seg_worker``: the processor's consume loop (partitions assigned directly: no group join
   wait), the schedule and the backfill, all on the app's pool and producer.
 - ``seg_events``, ``seg_send``, ``seg_published``: build, produce and read back events.
@@ -46,11 +46,9 @@ from scrm_shared.events.envelope import EventEnvelope
 from scrm_shared.kafka.consumer import BatchConsumer
 from scrm_shared.kafka.producer import create_producer
 from scrm_shared.kafka.topics import TopicSpec, ensure_topics
-from scrm_shared.service import create_service_app
 from scrm_shared.service.worker import WorkerDeps
-from scrm_shared.testing.plugin import asgi_client, wait_for
+from scrm_shared.testing.plugin import wait_for
 from tag_svc.config import TagSettings
-from tag_svc.main import SPEC
 from tag_svc.processor import TOPICS, SegmentBackfiller, SegmentScheduler, build_segment_handler
 
 START = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)  # 18:00 on 1 May in Shanghai
@@ -83,23 +81,21 @@ async def seg_topics(kafka_bootstrap: str) -> dict[str, str]:
     return names
 
 
-@pytest_asyncio.fixture
-async def seg_app(tag_settings: TagSettings, seg_clock: SettableClock) -> AsyncIterator[FastAPI]:
-    app = create_service_app(SPEC, tag_settings)
-    app.state.clock = seg_clock
-    async with app.router.lifespan_context(app):
-        yield app
+@pytest.fixture
+def seg_app(tag_app: FastAPI, seg_clock: SettableClock) -> FastAPI:
+    """The service's app (``tag_app``) with the settable clock: one app, one pool per test."""
+    tag_app.state.clock = seg_clock
+    return tag_app
 
 
 @pytest.fixture
-def seg_pool(seg_app: FastAPI) -> asyncpg.Pool:
-    return seg_app.state.pool  # type: ignore[no-any-return]
+def seg_pool(pool: asyncpg.Pool) -> asyncpg.Pool:
+    return pool
 
 
-@pytest_asyncio.fixture
-async def seg_client(seg_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(seg_app, "tag-svc") as c:
-        yield c
+@pytest.fixture
+def seg_client(seg_app: FastAPI, client: httpx.AsyncClient) -> httpx.AsyncClient:
+    return client
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import httpx
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from fastapi import FastAPI
 
 from scrm_shared.events import ContactErasedEvent, SegmentChangedEvent, new_event
 from scrm_shared.kafka.consumer import BatchConsumer, Consumed
@@ -39,13 +38,6 @@ def followed_by(staff: str) -> dict[str, Any]:
 
 def euid() -> str:
     return f"wm{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def seg_app(tag_app: FastAPI, seg_clock) -> FastAPI:
-    """The whole tag-svc app (tags, contacts, segments, tag rules) behind the segment fixtures."""
-    tag_app.state.clock = seg_clock
-    return tag_app
 
 
 @pytest_asyncio.fixture
