@@ -36,7 +36,13 @@ from pathlib import Path
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from scrm_shared.db.pool import advisory_key, check_schema_name, create_schema_if_missing, quote_schema
+from scrm_shared.db.pool import (
+    advisory_key,
+    check_schema_name,
+    connection_of,
+    create_schema_if_missing,
+    quote_schema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +166,8 @@ async def migrate(
     if TRACK_NAME.fullmatch(track) is None:
         raise ValueError(f"invalid migration track {track!r}: expected {TRACK_NAME.pattern}")
     files = load_migrations(directory)
-    if isinstance(pool_or_conn, asyncpg.Pool):
-        async with pool_or_conn.acquire() as conn:
-            return await _migrate_locked(conn, schema=schema, files=files, track=track)
-    return await _migrate_locked(pool_or_conn, schema=schema, files=files, track=track)
+    async with connection_of(pool_or_conn) as conn:
+        return await _migrate_locked(conn, schema=schema, files=files, track=track)
 
 
 async def migrate_service(pool: asyncpg.Pool | Connection, *, schema: str, directory: Path) -> list[str]:

@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaProducer
 from asyncpg.pool import PoolConnectionProxy
 from opentelemetry import propagate, trace
 
-from scrm_shared.db.pool import advisory_key, check_schema_name
+from scrm_shared.db.pool import advisory_key, check_schema_name, delete_in_batches
 from scrm_shared.telemetry.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
@@ -191,13 +191,7 @@ async def enqueue_events(
 
 async def purge_sent(pool: asyncpg.Pool, older_than: timedelta, *, batch_size: int = 10_000) -> int:
     """Delete rows sent more than ``older_than`` ago (in short batches); returns how many."""
-    total = 0
-    while True:
-        status = await pool.execute(PURGE_SENT, older_than, batch_size)
-        deleted = int(status.split()[-1])
-        total += deleted
-        if deleted < batch_size:
-            return total
+    return await delete_in_batches(pool, PURGE_SENT, older_than, batch_size=batch_size)
 
 
 class OutboxRelay:

@@ -2,17 +2,23 @@
 
 Also the few schema-name helpers the migration runner and the outbox share: a schema name is
 the one identifier that has to appear in SQL text (DDL and ``search_path`` take no bind
-parameters), so it is validated against a strict pattern first and then quoted.
+parameters), so it is validated against a strict pattern first and then quoted; and two helpers
+for code that takes "a pool or a connection" (:func:`connection_of`) or deletes in short batches
+(:func:`delete_in_batches`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 # Lower-case, starts with a letter or underscore, fits PostgreSQL's 63-byte identifier limit.
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -101,3 +107,33 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+@contextlib.asynccontextmanager
+async def connection_of(
+    db: asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy,
+) -> AsyncIterator[asyncpg.Connection | PoolConnectionProxy]:
+    """A connection of ``db``: ``db`` itself, or one acquired from the pool for the block."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
+
+
+async def delete_in_batches(
+    db: asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy,
+    statement: str,
+    *args: Any,
+    batch_size: int,
+) -> int:
+    """Run a ``DELETE ... LIMIT``-style ``statement`` (its last parameter the batch size, after
+    ``args``) until a run deletes fewer than ``batch_size`` rows; returns how many went. Short
+    batches keep locks and WAL bursts small for retention purges."""
+    total = 0
+    while True:
+        status = await db.execute(statement, *args, batch_size)
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < batch_size:
+            return total

@@ -7,15 +7,15 @@ the reads the segments API serves (members, a contact's segments, size history, 
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from datetime import date
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from scrm_shared.db.pool import connection_of
 from tag_svc.processor.store import Conn, Executor
 from tag_svc.segments import CompiledSql, RfmThresholds
 
@@ -344,22 +344,12 @@ async def preview(db: Executor, tenant_id: str, predicate: CompiledSql, sample: 
     the first ``sample`` of them in key order (one read-only transaction)."""
     count_sql = PREVIEW_COUNT.format(predicate=predicate.sql)
     sample_sql = PREVIEW_SAMPLE.format(predicate=predicate.sql, limit=int(sample))
-    async with _connection(db) as conn, conn.transaction(readonly=not conn.is_in_transaction()):
+    async with connection_of(db) as conn, conn.transaction(readonly=not conn.is_in_transaction()):
         for setting in PREVIEW_SETTINGS:
             await conn.execute(setting)
         count = await conn.fetchval(count_sql, tenant_id, *predicate.args)
         rows = await conn.fetch(sample_sql, tenant_id, *predicate.args) if count else []
     return int(count), [r["external_userid"] for r in rows]
-
-
-@contextlib.asynccontextmanager
-async def _connection(db: Executor) -> AsyncIterator[Conn]:
-    """A connection of ``db``: itself, or one acquired from the pool."""
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            yield conn
-    else:
-        yield db
 
 
 def _json(value: Any) -> str:

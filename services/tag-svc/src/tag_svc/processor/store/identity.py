@@ -11,6 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
+from scrm_shared.db.pool import delete_in_batches
 from tag_svc.processor.store import Conn, Executor
 
 __all__ = [
@@ -205,13 +206,6 @@ async def order_facts(conn: Conn, tenant_id: str, order_ids: Collection[str]) ->
 async def purge_pending(db: Executor, older_than: timedelta, *, batch_size: int = 5000) -> tuple[int, int]:
     """Drop pending orders and refunds received more than ``older_than`` ago; returns how many
     of each went."""
-    counts = []
-    for statement in (PURGE_PENDING_ORDERS, PURGE_PENDING_REFUNDS):
-        total = 0
-        while True:
-            deleted = int((await db.execute(statement, older_than, batch_size)).split()[-1])
-            total += deleted
-            if deleted < batch_size:
-                break
-        counts.append(total)
-    return counts[0], counts[1]
+    orders = await delete_in_batches(db, PURGE_PENDING_ORDERS, older_than, batch_size=batch_size)
+    refunds = await delete_in_batches(db, PURGE_PENDING_REFUNDS, older_than, batch_size=batch_size)
+    return orders, refunds
