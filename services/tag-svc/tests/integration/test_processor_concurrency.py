@@ -100,3 +100,36 @@ async def test_two_schedules_apply_each_time_driven_exit_once(seg_api, seg_deps,
     rows = await seg_pool.fetch("SELECT value FROM outbox WHERE topic = 'segment-changed' ORDER BY id")
     assert len(rows) == 120  # 60 entries (backfill) and 60 exits, none twice
     assert str(uuid.UUID(segment)) in rows[-1]["value"].decode()
+
+
+THREE_IN_30_DAYS = {"all": [{"event": "order-placed", "count": {"gte": 3}, "within_days": 30}]}
+
+
+async def test_a_cached_history_is_not_used_after_another_processor_wrote_the_contact(
+    seg_api, seg_deps, seg_events, seg_pool, seg_clock
+):
+    segment = await seg_api.create(THREE_IN_30_DAYS)
+    one, two = (
+        build_segment_handler(seg_deps, clock=seg_clock),
+        build_segment_handler(seg_deps, clock=seg_clock),
+    )
+    await one(consumed(seg_events.order(external_userid="wm1")))  # `one` caches wm1's history
+    await two(consumed(seg_events.order(external_userid="wm1")))  # written behind `one`'s back
+    assert await seg_api.members(segment) == []
+    await one(consumed(seg_events.order(external_userid="wm1")))
+    # `one` must count the order `two` recorded: three orders, a member.
+    assert await seg_api.members(segment) == ["wm1"]
+
+
+async def test_a_batch_in_two_lanes_applies_every_contact_once(
+    seg_api, seg_deps, seg_events, seg_pool, seg_clock
+):
+    segment = await seg_api.create(TWO_IN_7_DAYS)
+    handle = build_segment_handler(seg_deps, clock=seg_clock, lanes=2)
+    contacts = [f"wm{n:02d}" for n in range(40)]
+    batch = consumed(*(seg_events.order(external_userid=c) for c in contacts for _ in range(2)))
+    await handle(batch)
+    await handle(batch)  # redelivered: claims nothing
+    assert sorted(await seg_api.members(segment)) == contacts
+    assert await seg_pool.fetchval(COUNT_OUTBOX) == 40
+    assert (await seg_api.get(segment))["size"] == 40

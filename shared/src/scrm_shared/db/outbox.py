@@ -29,6 +29,7 @@ import base64
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
@@ -214,6 +215,7 @@ class OutboxRelay:
         ack_timeout: float = 60.0,
         retention: timedelta | None = timedelta(hours=24),
         purge_interval: float = 600.0,
+        count_interval: float = 1.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -227,6 +229,8 @@ class OutboxRelay:
         self.ack_timeout = ack_timeout
         self.retention = retention
         self.purge_interval = purge_interval
+        self.count_interval = count_interval
+        self._counted_at: float | None = None
         self._wake = asyncio.Event()
         self._listener: Connection | None = None
 
@@ -249,8 +253,22 @@ class OutboxRelay:
             await self.mark_sent(conn, [row["id"] for row in rows])
         for topic, count in Counter(row["topic"] for row in rows).items():
             OUTBOX_PUBLISHED.labels(service=self.service, topic=topic).inc(count)
-        OUTBOX_PENDING.labels(service=self.service).set(await self.pool.fetchval(COUNT_UNSENT))
+        await self._gauge_pending(full=len(rows) == self.batch_size)
         return len(rows)
+
+    async def _gauge_pending(self, *, full: bool) -> None:
+        """Set the pending gauge. A batch short of ``batch_size`` took every unsent row there
+        was: nothing is pending (rows committed since are the next round's). After a full batch,
+        count the backlog, at most once per ``count_interval``: counting is a scan of the unsent
+        rows, and during a backlog the relay runs round after round."""
+        gauge = OUTBOX_PENDING.labels(service=self.service)
+        if not full:
+            gauge.set(0)
+            return
+        now = time.monotonic()
+        if self._counted_at is None or now - self._counted_at >= self.count_interval:
+            self._counted_at = now
+            gauge.set(await self.pool.fetchval(COUNT_UNSENT))
 
     async def publish(self, rows: Sequence[asyncpg.Record]) -> None:
         """Send every row, then wait until the broker acknowledged all of them."""

@@ -9,6 +9,7 @@ computed against, and a transition is written exactly once.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +18,8 @@ from datetime import date
 from prometheus_client import Counter, Histogram
 
 from scrm_shared.db.outbox import enqueue_events
-from scrm_shared.events import SegmentChanged, SegmentChangedEvent, new_event
+from tag_svc.processor.encode import segment_changed_events
+from tag_svc.processor.fact_cache import BatchFacts
 from tag_svc.processor.model import (
     Cause,
     Input,
@@ -64,13 +66,15 @@ async def reevaluate(
     touches: Mapping[str, Touch],
     *,
     segments: Sequence[LiveSegment] | None = None,
+    facts: BatchFacts | None = None,
 ) -> list[Transition]:
     """Evaluate, for each touched contact, the segments its change can affect, and write the
     transitions; reschedule the contact's next time-driven change.
 
     ``profiles`` hold the contacts' current attributes (locked rows, with this batch's changes)
     without facts: the facts the rules need are loaded here. ``segments`` narrows the segments
-    considered (the backfill evaluates one); by default all of the view's.
+    considered (the backfill evaluates one); by default all of the view's. ``facts``: where the
+    batch reads its contacts' facts (the processor's cache); by default from the database.
     """
     considered = tuple(view.segments if segments is None else segments)
     complete = segments is None
@@ -96,15 +100,18 @@ async def reevaluate(
     planned = {s.segment_id: s for chosen in plan.values() for s in chosen}.values()
     fact_types = {t for s in planned for t in s.inputs.fact_types}
     with_facts = [e for e, chosen in plan.items() if any(s.inputs.fact_types for s in chosen)]
-    facts = await profile_store.load_facts(
-        conn, view.tenant_id, with_facts, fact_types, lines=any(s.inputs.lines for s in planned)
+    lines = any(s.inputs.lines for s in planned)
+    loaded = (
+        await profile_store.load_facts(conn, view.tenant_id, with_facts, fact_types, lines=lines)
+        if facts is None
+        else await facts.load(conn, with_facts, fact_types, lines=lines)
     )
     stored = await store.memberships(conn, view.tenant_id, plan)
 
     started = time.perf_counter()
     transitions: list[Transition] = []
     for euid, chosen in plan.items():
-        profile = replace(profiles[euid], facts=tuple(facts.get(euid, ())))
+        profile = replace(profiles[euid], facts=tuple(loaded.get(euid, ())))
         result = assess(profile, chosen, view.today, view.rfm)
         transitions += diff(
             euid, (s.segment_id for s in chosen), result.members, stored.get(euid, set()), touches[euid].cause
@@ -137,23 +144,7 @@ async def publish(conn: Conn, view: TenantView, transitions: Sequence[Transition
     if not transitions:
         return
     await store.apply_sizes(conn, view.tenant_id, view.today, size_deltas(transitions))
-    events = [
-        new_event(
-            SegmentChangedEvent,
-            tenant_id=view.tenant_id,
-            source=SOURCE,
-            occurred_at=t.cause.at,
-            data=SegmentChanged(
-                segment_id=str(t.segment_id),
-                external_userid=t.external_userid,
-                change=t.change,
-                at=t.cause.at,
-                cause=t.cause.kind,
-                cause_event_id=t.cause.event_id,
-            ),
-        )
-        for t in transitions
-    ]
+    events = segment_changed_events(view.tenant_id, SOURCE, transitions)
     await enqueue_events(conn, TOPIC, events)
-    for t in transitions:
-        TRANSITIONS.labels(t.change, t.cause.kind).inc()
+    for (change, kind), count in collections.Counter((t.change, t.cause.kind) for t in transitions).items():
+        TRANSITIONS.labels(change, kind).inc(count)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -42,12 +43,13 @@ from scrm_shared.service.worker import BackgroundTask, WorkerDeps
 from tag_svc.processor import identity
 from tag_svc.processor.changes import BatchChanges, apply_attributes, collect
 from tag_svc.processor.evaluate import Touch, publish, reevaluate
+from tag_svc.processor.fact_cache import BatchFacts, FactCache
 from tag_svc.processor.model import Cause, Clock, TenantView, exits, utc_now
 from tag_svc.processor.store import Conn
 from tag_svc.processor.store import members as member_store
 from tag_svc.processor.store import profiles as profile_store
 from tag_svc.processor.tenants import SegmentCache, load_view, timezones
-from tag_svc.segments import Profile
+from tag_svc.segments import Fact, Profile
 
 __all__ = [
     "CONSUMER",
@@ -78,15 +80,33 @@ GROUP_ID = "tag-svc-segments"
 _RETRIES = 3
 
 
-def build_segment_handler(deps: WorkerDeps, *, clock: Clock = utc_now) -> Handler:
-    """The batch handler of the segment processor (``clock`` gives "now": tests move it)."""
-    cache = SegmentCache()
+def build_segment_handler(
+    deps: WorkerDeps, *, clock: Clock = utc_now, lanes: int = 2, fact_cache_size: int = 100_000
+) -> Handler:
+    """The batch handler of the segment processor (``clock`` gives "now": tests move it).
 
-    async def handle(batch: Sequence[Consumed]) -> None:
+    A batch is applied in up to ``lanes`` transactions side by side, each over the events of
+    some contacts (:func:`split_lanes`): while one waits for PostgreSQL, the other computes.
+    Each lane is a whole unit (claims and effects commit together); the batch's offsets are
+    committed after every lane has. When one lane fails, the others still commit, and the
+    redelivered batch claims only what did not.
+
+    Contacts' facts stay in memory between batches (up to ``fact_cache_size`` contacts, see
+    :mod:`.fact_cache`): a contact's next order is evaluated without reading its history back.
+    """
+    if lanes < 1:
+        raise ValueError("lanes must be at least 1")
+    cache = SegmentCache()
+    facts = FactCache(fact_cache_size)
+
+    async def apply_lane(items: Sequence[Consumed]) -> None:
         for attempt in range(1, _RETRIES + 1):
             try:
                 async with deps.pool.acquire() as conn, conn.transaction():
-                    await apply_batch(conn, cache, batch, clock)
+                    reads = await apply_batch(conn, cache, items, clock, facts=facts)
+                # Committed: what the batch read and wrote of its contacts' facts is the truth now.
+                for read in reads:
+                    read.commit()
                 return
             except asyncpg.ForeignKeyViolationError:
                 # A segment was deleted while this batch evaluated it; its membership rows cannot
@@ -94,28 +114,97 @@ def build_segment_handler(deps: WorkerDeps, *, clock: Clock = utc_now) -> Handle
                 if attempt == _RETRIES:
                     raise
                 log.info("segment deleted during a batch, applying the batch again")
+            except asyncpg.DeadlockDetectedError:
+                # Two lanes (or two workers) met on one contact's rows in different orders (an
+                # identity link and an order of the same customer, say): PostgreSQL aborted one.
+                if attempt == _RETRIES:
+                    raise
+                log.info("deadlock between segment writers, applying the lane again")
+
+    async def handle(batch: Sequence[Consumed]) -> None:
+        parts = split_lanes(batch, lanes)
+        if len(parts) <= 1:
+            await apply_lane(batch)
+            return
+        results = await asyncio.gather(*(apply_lane(p) for p in parts), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     return handle
 
 
-async def apply_batch(conn: Conn, cache: SegmentCache, batch: Sequence[Consumed], clock: Clock) -> None:
-    """Apply one batch inside the caller's transaction."""
+def split_lanes(batch: Sequence[Consumed], lanes: int) -> list[list[Consumed]]:
+    """``batch`` in up to ``lanes`` parts by contact, each in the batch's order.
+
+    Lanes must not share contacts: two lanes touching one contact would lock its profile row in
+    both, and the second would wait for the first to commit. Partitions do not separate contacts
+    (orders are keyed by order id), so the lane is chosen by the contact the event names: its
+    ``external_userid``, or for an order its customer's first identity (an order whose customer
+    resolves, through another identity, to a contact of the other lane only costs a wait).
+    """
+    if lanes == 1:
+        return [list(batch)]
+    parts: list[list[Consumed]] = [[] for _ in range(lanes)]
+    for item in batch:
+        parts[zlib.crc32(_lane_key(item.event)) % lanes].append(item)
+    return [p for p in parts if p]
+
+
+def _lane_key(event: Event) -> bytes:
+    data = event.data
+    if isinstance(event, OrderPlacedEvent):
+        c = data.customer
+        who = c.external_userid or c.unionid or c.member_id or c.phone_hash
+    else:
+        who = getattr(data, "external_userid", None)
+    return f"{event.tenant_id}:{who}".encode() if who else event.key()
+
+
+async def apply_batch(
+    conn: Conn,
+    cache: SegmentCache,
+    batch: Sequence[Consumed],
+    clock: Clock,
+    *,
+    facts: FactCache | None = None,
+) -> list[BatchFacts]:
+    """Apply one batch inside the caller's transaction; returns the fact reads to
+    :meth:`~BatchFacts.commit` into ``facts`` once the transaction has committed."""
     fresh = await claim_batch(conn, CONSUMER, batch)
     if not fresh:
-        return
+        return []
     by_tenant: dict[str, list[Event]] = defaultdict(list)
     for item in fresh:
         by_tenant[item.event.tenant_id].append(item.event)
     zones = await timezones(conn, by_tenant)
     now = clock()
     # Tenants in order, contacts in key order within each: every writer locks in that order.
+    reads = []
     for tenant_id in sorted(by_tenant):
-        await _apply_tenant(conn, cache, tenant_id, zones[tenant_id], now, by_tenant[tenant_id])
+        read = await _apply_tenant(
+            conn,
+            cache,
+            tenant_id,
+            zones[tenant_id],
+            now,
+            by_tenant[tenant_id],
+            facts if facts is not None else FactCache(0),
+        )
+        if read is not None:
+            reads.append(read)
+    return reads
 
 
 async def _apply_tenant(
-    conn: Conn, cache: SegmentCache, tenant_id: str, tz: ZoneInfo, now: datetime, events: list[Event]
-) -> None:
+    conn: Conn,
+    cache: SegmentCache,
+    tenant_id: str,
+    tz: ZoneInfo,
+    now: datetime,
+    events: list[Event],
+    facts: FactCache,
+) -> BatchFacts | None:
     orders = await identity.resolve_orders(
         conn,
         tenant_id,
@@ -128,8 +217,8 @@ async def _apply_tenant(
     )
     changes = collect(events, [*orders, *refunds], tz)
     if not changes.contacts:
-        return
-    rows = await profile_store.ensure_and_lock(conn, tenant_id, changes.contacts)
+        return None
+    rows, created = await profile_store.ensure_and_lock(conn, tenant_id, changes.contacts)
     profiles = {r["external_userid"]: profile_store.profile_of(tenant_id, r) for r in rows}
     gone = {euid for euid, p in profiles.items() if p.status == "erased"}
     erasing = {
@@ -137,19 +226,33 @@ async def _apply_tenant(
     }
     # Erasure is forever: whatever else the batch says about these contacts is dropped.
     changes.drop(gone | set(erasing))
+    facts.forget((tenant_id, euid) for euid in gone | set(erasing))
     view = await load_view(conn, cache, tenant_id, tz, now)
     if erasing:
         await _erase(conn, view, erasing)
     await _write_attributes(conn, tenant_id, tz, changes, profiles)
-    await profile_store.insert_facts(
+    recorded: dict[str, list[Fact]] = defaultdict(list)
+    for euid, fact in await profile_store.insert_facts(
         conn, tenant_id, [(euid, f) for euid, c in changes.contacts.items() for f in c.facts]
+    ):
+        recorded[euid].append(fact)
+    await profile_store.bump_facts_seq(conn, tenant_id, recorded)
+    read = BatchFacts(
+        facts,
+        tenant_id,
+        seqs={r["external_userid"]: r["facts_seq"] for r in rows},
+        created=created,
+        recorded=recorded,
+        types={t for s in view.segments for t in s.inputs.fact_types},
+        lines=any(s.inputs.lines for s in view.segments),
     )
     touches = {
         euid: Touch(frozenset(c.inputs), c.cause)
         for euid, c in changes.contacts.items()
         if c.inputs and c.cause is not None
     }
-    await reevaluate(conn, view, profiles, touches)
+    await reevaluate(conn, view, profiles, touches, facts=read)
+    return read
 
 
 async def _erase(conn: Conn, view: TenantView, erasing: Mapping[str, Cause]) -> None:
@@ -199,6 +302,8 @@ def segment_processor_task(
     topics: Sequence[str] = TOPICS,
     topic_contracts: dict[str, str] | None = None,
     max_records: int = 2000,
+    lanes: int = 2,
+    fact_cache_size: int = 100_000,
 ) -> BackgroundTask:
     """A worker background task running the processor's own consume loop (tests name their
     topics and clock here)."""
@@ -208,7 +313,7 @@ def segment_processor_task(
             bootstrap=deps.settings.kafka_bootstrap,
             group_id=group_id,
             topics=topics,
-            handler=build_segment_handler(deps, clock=clock),
+            handler=build_segment_handler(deps, clock=clock, lanes=lanes, fact_cache_size=fact_cache_size),
             producer=deps.producer,
             service=deps.service,
             topic_contracts=topic_contracts,

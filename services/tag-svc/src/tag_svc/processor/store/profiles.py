@@ -24,6 +24,7 @@ from tag_svc.segments import Fact, FactLine, Profile
 from tag_svc.segments.sql import UPSERT_PROFILE, profile_args
 
 __all__ = [
+    "bump_facts_seq",
     "ensure_and_lock",
     "erase",
     "followers",
@@ -39,7 +40,8 @@ __all__ = [
 ]
 
 _COLUMNS = (
-    "external_userid, state, store_id, staff_ids, gender, status, first_added_at, first_added_day, tags"
+    "external_userid, state, store_id, staff_ids, gender, status, first_added_at, first_added_day, tags,"
+    " facts_seq"
 )
 
 # New contacts get a row first, in key order, so that the locking read below finds every one.
@@ -47,6 +49,7 @@ ENSURE_PROFILES = """
 INSERT INTO profiles (tenant_id, external_userid)
 SELECT $1, u FROM unnest($2::text[]) AS u ORDER BY u
 ON CONFLICT (tenant_id, external_userid) DO NOTHING
+RETURNING external_userid
 """
 
 LOCK_PROFILES = f"""
@@ -71,6 +74,11 @@ WHERE tenant_id = $1 AND external_userid > $2
 ORDER BY external_userid
 LIMIT $3
 FOR UPDATE
+"""
+
+BUMP_FACTS_SEQ = """
+UPDATE profiles SET facts_seq = facts_seq + 1
+WHERE tenant_id = $1 AND external_userid = ANY($2::text[])
 """
 
 SELECT_FACTS = """
@@ -178,13 +186,23 @@ def profile_of(tenant_id: str, row: asyncpg.Record, facts: Sequence[Fact] = ()) 
     )
 
 
-async def ensure_and_lock(conn: Conn, tenant_id: str, euids: Collection[str]) -> list[asyncpg.Record]:
-    """Create the missing profile rows of ``euids``, then lock all of them (key order)."""
+async def ensure_and_lock(
+    conn: Conn, tenant_id: str, euids: Collection[str]
+) -> tuple[list[asyncpg.Record], set[str]]:
+    """Create the missing profile rows of ``euids``, then lock all of them (key order); returns
+    the locked rows and the contacts whose rows were created (no facts of theirs are stored)."""
     keys = sorted(euids)
     if not keys:
-        return []
-    await conn.execute(ENSURE_PROFILES, tenant_id, keys)
-    return await conn.fetch(LOCK_PROFILES, tenant_id, keys)
+        return [], set()
+    created = {r[0] for r in await conn.fetch(ENSURE_PROFILES, tenant_id, keys)}
+    return await conn.fetch(LOCK_PROFILES, tenant_id, keys), created
+
+
+async def bump_facts_seq(conn: Conn, tenant_id: str, euids: Collection[str]) -> None:
+    """Move on the facts sequence of contacts whose facts this transaction changed (rows locked):
+    what any cache holds of their facts is no longer theirs (:mod:`tag_svc.processor.fact_cache`)."""
+    if euids:
+        await conn.execute(BUMP_FACTS_SEQ, tenant_id, sorted(euids))
 
 
 async def lock_skip_locked(conn: Conn, tenant_id: str, euids: Collection[str]) -> list[asyncpg.Record]:
@@ -216,14 +234,16 @@ async def load_facts(
     return out
 
 
-async def insert_facts(conn: Conn, tenant_id: str, facts: Iterable[tuple[str, Fact]]) -> int:
-    """Record ``(external_userid, fact)`` pairs not recorded yet, with their lines; returns how
-    many were new."""
+async def insert_facts(
+    conn: Conn, tenant_id: str, facts: Iterable[tuple[str, Fact]]
+) -> list[tuple[str, Fact]]:
+    """Record ``(external_userid, fact)`` pairs not recorded yet, with their lines; returns the
+    pairs that were new (a fact whose key is stored already, for whichever contact, is not)."""
     first: dict[tuple[str, str], tuple[str, Fact]] = {}
     for euid, fact in facts:
         first.setdefault((fact.event_type, fact.key), (euid, fact))
     if not first:
-        return 0
+        return []
     cols: list[list[Any]] = [[] for _ in range(10)]
     for euid, f in first.values():
         for col, value in zip(
@@ -254,7 +274,7 @@ async def insert_facts(conn: Conn, tenant_id: str, facts: Iterable[tuple[str, Fa
                 col.append(value)
     if line_cols[0]:
         await conn.execute(INSERT_FACT_LINES, tenant_id, *line_cols)
-    return len(new)
+    return [first[(r["event_type"], r["event_key"])] for r in new]
 
 
 async def write_profiles(conn: Conn, profiles: Sequence[Profile]) -> None:
