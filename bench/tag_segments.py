@@ -50,7 +50,7 @@ from scrm_shared.kafka.consumer import BatchConsumer, Handler
 from scrm_shared.kafka.producer import create_producer
 from scrm_shared.kafka.topics import TopicSpec, ensure_topics, platform_topics
 from scrm_shared.service import ServiceSpec, create_service_app, run_api
-from scrm_shared.service.worker import WorkerDeps
+from scrm_shared.service.worker import WorkerDeps, worker_gc
 from scrm_shared.testing.infra import free_port
 from tag_svc.api import segments as segments_api
 from tag_svc.config import TagSettings
@@ -342,6 +342,11 @@ async def latency(
 
 
 async def run(ctx: BenchContext) -> list[Figure]:
+    with worker_gc():  # the garbage collector tuned as in a worker process
+        return await _run(ctx)
+
+
+async def _run(ctx: BenchContext) -> list[Figure]:
     schema = f"bench_seg_{uuid.uuid4().hex[:8]}"
     pool = await create_pool(ctx.dsn, schema=schema, min_size=2, max_size=8)
     producer = create_producer(ctx.bootstrap, client_id="bench-segments-worker")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -32,6 +33,30 @@ class WorkerDeps:
     producer: AIOKafkaProducer
     settings: ServiceSettings
     service: str
+
+
+# Generation thresholds of the cyclic garbage collector in workers (CPython's default: 700, 10, 10).
+WORKER_GC_THRESHOLDS = (100_000, 50, 100)
+
+
+@contextlib.contextmanager
+def worker_gc(thresholds: tuple[int, int, int] = WORKER_GC_THRESHOLDS) -> Iterator[None]:
+    """Collect garbage less often while a worker runs (restored on exit).
+
+    A stream worker allocates a burst of short-lived objects per event (decoded events, facts,
+    rows), and hardly any of them in cycles. With the default thresholds a young collection runs
+    every 700 allocations and the oldest generation, which holds every long-lived object (caches,
+    compiled rules, modules), is scanned again and again: measured on the segment processor, a
+    quarter of its CPU per event. Objects alive at start-up are frozen (never scanned again).
+    """
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*thresholds)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 HandlerBuilder = Callable[[WorkerDeps], Handler]
@@ -114,5 +139,5 @@ def run_worker(
             faust_app=faust_app,
         )
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), worker_gc():
         asyncio.run(main())
