@@ -57,6 +57,17 @@ def new_event_ids(n: int) -> list[UUID]:
     return [UUID(int=(int.from_bytes(raw[i : i + 16]) & _CLEAR) | _SET) for i in range(0, 16 * n, 16)]
 
 
+def _time_json(value: datetime, offset: timedelta | None) -> bytes:
+    """What pydantic writes for an aware datetime: ISO 8601, ``Z`` for UTC. Offsets with
+    seconds (historical zones only) are left to pydantic itself."""
+    if offset is None or offset.seconds % 60 or offset.microseconds:
+        return _TIME.dump_json(value)
+    text = value.isoformat()
+    if not offset:
+        text = text[:-6] + "Z"
+    return b'"' + text.encode() + b'"'
+
+
 def segment_changed_events(
     tenant_id: str, source: str, transitions: Sequence[Transition]
 ) -> list[EncodedEvent]:
@@ -73,10 +84,11 @@ def segment_changed_events(
         return encoded
 
     def time(value: datetime) -> bytes:
-        key = (value, value.utcoffset())
+        offset = value.utcoffset()
+        key = (value, offset)
         encoded = times.get(key)
         if encoded is None:
-            encoded = times[key] = _TIME.dump_json(value)
+            encoded = times[key] = _time_json(value, offset)
         return encoded
 
     type_and_version = b"".join((b'","type":"', _TYPE, b'","version":', _VERSION, b',"tenant_id":'))
