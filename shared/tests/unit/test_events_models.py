@@ -61,6 +61,7 @@ def test_registry_names_one_class_per_type_and_topic() -> None:
         "contact-erased",
         "contact-tagged",
         "segment-changed",
+        "segment-deleted",
         "message-sent",
         "order-placed",
         "order-refunded",

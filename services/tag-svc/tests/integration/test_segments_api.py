@@ -10,6 +10,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from scrm_shared.events import parse_event
 from tag_svc.processor import SegmentBackfiller
 from tag_svc.segments import Fact, Profile
 from tag_svc.segments.sql import INSERT_FACT, UPSERT_PROFILE, fact_args, profile_args
@@ -130,6 +131,14 @@ async def test_segments_members_and_contact_segments(
 
     assert (await seg_client.delete(f"/v1/segments/{segment}", headers=seg_headers)).status_code == 204
     assert (await seg_client.get(f"/v1/segments/{segment}", headers=seg_headers)).status_code == 404
+    # One segment-deleted event, in the outbox with the deletion: no exit per member.
+    rows = await seg_pool.fetch("SELECT topic, key, value FROM outbox WHERE topic = 'segment-deleted'")
+    assert [r["key"] for r in rows] == [f"{tenant}:{segment}".encode()]
+    changes = await seg_pool.fetch("SELECT value FROM outbox WHERE topic = 'segment-changed'")
+    assert all(parse_event("segment-changed", r["value"]).data.change == "entered" for r in changes)
+    deleted = parse_event("segment-deleted", rows[0]["value"])
+    assert (deleted.data.segment_id, deleted.data.name, deleted.data.size) == (segment, "买过", 4)
+    assert deleted.data.deleted_at == seg_clock()
     assert (await seg_client.get(f"/v1/contacts/{contacts[1]}/segments", headers=seg_headers)).json()[
         "segments"
     ] == []

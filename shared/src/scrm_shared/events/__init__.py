@@ -52,7 +52,14 @@ from scrm_shared.events.registry import (
     InvalidKind,
     parse_event,
 )
-from scrm_shared.events.tags import ContactTagged, ContactTaggedEvent, SegmentChanged, SegmentChangedEvent
+from scrm_shared.events.tags import (
+    ContactTagged,
+    ContactTaggedEvent,
+    SegmentChanged,
+    SegmentChangedEvent,
+    SegmentDeleted,
+    SegmentDeletedEvent,
+)
 
 __all__ = [
     "ACCEPTED_VERSIONS",
@@ -100,6 +107,8 @@ __all__ = [
     "Quantity",
     "SegmentChanged",
     "SegmentChangedEvent",
+    "SegmentDeleted",
+    "SegmentDeletedEvent",
     "Sha256Hex",
     "TenantId",
     "Timestamp",

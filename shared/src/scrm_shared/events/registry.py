@@ -27,7 +27,7 @@ from scrm_shared.events.deadletter import DeadLetterEvent
 from scrm_shared.events.envelope import EventEnvelope
 from scrm_shared.events.messages import MessageSentEvent
 from scrm_shared.events.orders import OrderPlacedEvent, OrderRefundedEvent
-from scrm_shared.events.tags import ContactTaggedEvent, SegmentChangedEvent
+from scrm_shared.events.tags import ContactTaggedEvent, SegmentChangedEvent, SegmentDeletedEvent
 
 __all__ = [
     "ACCEPTED_VERSIONS",
@@ -51,6 +51,7 @@ Event = (
     | ContactErasedEvent
     | ContactTaggedEvent
     | SegmentChangedEvent
+    | SegmentDeletedEvent
     | MessageSentEvent
     | OrderPlacedEvent
     | OrderRefundedEvent
@@ -68,6 +69,7 @@ ALL_EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     ContactErasedEvent,
     ContactTaggedEvent,
     SegmentChangedEvent,
+    SegmentDeletedEvent,
     MessageSentEvent,
     OrderPlacedEvent,
     OrderRefundedEvent,
@@ -85,6 +87,7 @@ TOPIC_TYPES: dict[str, tuple[str, ...]] = {
     "contact-erased": ("contact-erased",),
     "contact-tagged": ("contact-tagged",),
     "segment-changed": ("segment-changed",),
+    "segment-deleted": ("segment-deleted",),
     "message-sent": ("message-sent",),
     "order-placed": ("order-placed",),
     "order-refunded": ("order-refunded",),

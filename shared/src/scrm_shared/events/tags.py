@@ -1,7 +1,8 @@
 """Tag and segment events (produced by tag-svc).
 
 Topics ``contact-tagged`` and ``segment-changed``, both keyed by the customer's
-``external_userid`` so one contact's tag and segment changes are consumed in order.
+``external_userid`` so one contact's tag and segment changes are consumed in order; and
+``segment-deleted``, keyed by the segment.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from pydantic import Field
 from scrm_shared.events.envelope import EventEnvelope, Payload
 from scrm_shared.events.primitives import Id, Timestamp
 
-__all__ = ["ContactTagged", "ContactTaggedEvent", "SegmentChanged", "SegmentChangedEvent"]
+__all__ = [
+    "ContactTagged",
+    "ContactTaggedEvent",
+    "SegmentChanged",
+    "SegmentChangedEvent",
+    "SegmentDeleted",
+    "SegmentDeletedEvent",
+]
 
 
 class ContactTagged(Payload):
@@ -71,3 +79,26 @@ class SegmentChangedEvent(EventEnvelope):
 
     def subject(self) -> str:
         return self.data.external_userid
+
+
+class SegmentDeleted(Payload):
+    """A segment was deleted: its memberships ended all at once, without one exit per member.
+
+    Whoever keeps state per segment (campaigns aimed at it, metrics by segment) drops it here.
+    """
+
+    segment_id: Id
+    name: str = Field(min_length=1, max_length=128, description="The segment's name when it was deleted.")
+    size: int = Field(ge=0, description="How many contacts were members when it was deleted.")
+    deleted_at: Timestamp
+
+
+class SegmentDeletedEvent(EventEnvelope):
+    """``segment-deleted`` v1, keyed ``<tenant_id>:<segment_id>``."""
+
+    type: Literal["segment-deleted"]
+    version: Literal[1]
+    data: SegmentDeleted
+
+    def subject(self) -> str:
+        return self.data.segment_id

@@ -18,6 +18,7 @@ CORE_TOPICS = (
     "contact-erased",
     "contact-tagged",
     "segment-changed",
+    "segment-deleted",
     "message-sent",
     "order-placed",
     "order-refunded",

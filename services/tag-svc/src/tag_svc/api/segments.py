@@ -21,6 +21,8 @@ import asyncpg
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from scrm_shared.auth import AdminOrOperator, AnyRole
+from scrm_shared.db.outbox import enqueue_event
+from scrm_shared.events import SegmentDeleted, SegmentDeletedEvent, new_event
 from scrm_shared.problems import Problem
 from tag_svc.api.deps import Pool
 from tag_svc.api.segment_models import (
@@ -38,6 +40,7 @@ from tag_svc.api.segment_models import (
     SizeOnDay,
 )
 from tag_svc.api.tag_rules import refuse_segment_cycle
+from tag_svc.processor.evaluate import SOURCE
 from tag_svc.processor.model import utc_now
 from tag_svc.processor.store import Executor, catalog
 from tag_svc.processor.tenants import ensure_rfm, timezones
@@ -214,12 +217,26 @@ async def update_segment(
     summary="Delete a segment",
     responses=_NOT_FOUND,
 )
-async def delete_segment(segment_id: uuid.UUID, principal: AdminOrOperator, pool: Pool) -> Response:
-    """Delete the segment with its memberships and history (no exit events are published: the
-    segment is gone, not its members' behaviour)."""
+async def delete_segment(
+    request: Request, segment_id: uuid.UUID, principal: AdminOrOperator, pool: Pool
+) -> Response:
+    """Delete the segment with its memberships and history. One ``segment-deleted`` event says
+    so (no exit per member: the segment is gone, not its members' behaviour)."""
     async with pool.acquire() as conn, conn.transaction():
-        if not await catalog.delete_segment(conn, principal.tenant_id, segment_id):
+        row = await catalog.delete_segment(conn, principal.tenant_id, segment_id)
+        if row is None:
             raise not_found()
+        now = now_of(request)
+        event = new_event(
+            SegmentDeletedEvent,
+            tenant_id=principal.tenant_id,
+            source=SOURCE,
+            occurred_at=now,
+            data=SegmentDeleted(
+                segment_id=str(segment_id), name=row["name"], size=row["size"], deleted_at=now
+            ),
+        )
+        await enqueue_event(conn, "segment-deleted", event)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -101,7 +101,7 @@ WHERE tenant_id = $1 AND uses_rfm
 """
 
 # Members, size history and (through the cascade) everything else of the segment go with it.
-DELETE_SEGMENT = "DELETE FROM segments WHERE tenant_id = $1 AND segment_id = $2"
+DELETE_SEGMENT = "DELETE FROM segments WHERE tenant_id = $1 AND segment_id = $2 RETURNING name, size"
 
 # The backfill runner's queue scan, across tenants: the segment whose last chunk is oldest.
 SELECT_BACKFILLING = """
@@ -254,8 +254,10 @@ async def restart_rfm_backfills(conn: Conn, tenant_id: str, total: int) -> None:
     await conn.execute(RESTART_RFM_BACKFILLS, tenant_id, total)
 
 
-async def delete_segment(conn: Conn, tenant_id: str, segment_id: UUID) -> bool:
-    return await conn.execute(DELETE_SEGMENT, tenant_id, segment_id) != "DELETE 0"
+async def delete_segment(conn: Conn, tenant_id: str, segment_id: UUID) -> asyncpg.Record | None:
+    """Delete the segment (its members and history cascade); its name and size, ``None`` when
+    there was no such segment."""
+    return await conn.fetchrow(DELETE_SEGMENT, tenant_id, segment_id)
 
 
 async def backfilling(db: Executor, limit: int) -> list[tuple[str, UUID]]:
