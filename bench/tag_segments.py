@@ -3,13 +3,14 @@
 Throughput: ``EVENTS`` order-placed events for ``CONTACTS`` contacts of one tenant (placed over the
 last 60 days, 1-3 lines, several channels, stores and categories) are produced to a topic first
 (cold: the contacts are new, so most orders enter several segments), then as many again for the
-same contacts (warm: histories in place);
-then the processor's consume loop (the shared ``BatchConsumer`` with
+same contacts (warm: histories in place), then a third time by two processor processes side by
+side (half of the partitions each, as two worker replicas share a consumer group: the way to use
+more cores). The processor's consume loop (the shared ``BatchConsumer`` with
 ``tag_svc.processor.build_segment_handler``, partitions assigned directly) applies them with 20
 live segments defined, the outbox relay publishing the ``segment-changed`` events beside it, as
 in the worker. Figure: events/s from the first poll until every offset is consumed, and its
 ratio to ``consume_validate_per_s`` (bench.limits, same run; measured here on the same topic when
-this benchmark runs alone).
+this benchmark runs alone). ``BENCH_SEG_EVENTS`` sets ``EVENTS`` (a quick run).
 
 Latency: the processor and the relay keep running on a fresh topic, the segments API runs as its
 own process (as deployed, apart from the worker), background orders arrive at ``LATENCY_RATE`` events/s, and
@@ -30,7 +31,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -152,7 +153,13 @@ async def produce(bootstrap: str, topic: str, events: list[OrderPlacedEvent]) ->
         await producer.stop()
 
 
-async def assigned(bootstrap: str, topic: str, deps: WorkerDeps, handler: Handler) -> BatchConsumer:
+async def assigned(
+    bootstrap: str,
+    topic: str,
+    deps: WorkerDeps,
+    handler: Handler,
+    partitions: Sequence[int] = range(PARTITIONS),
+) -> BatchConsumer:
     raw = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=f"bench-seg-{uuid.uuid4().hex[:6]}",
@@ -172,7 +179,7 @@ async def assigned(bootstrap: str, topic: str, deps: WorkerDeps, handler: Handle
         consumer=raw,
     )
     await consumer.start()
-    raw.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    raw.assign([TopicPartition(topic, p) for p in partitions])
     return consumer
 
 
@@ -222,6 +229,101 @@ async def throughput(
         await relay_task
         await consumer.stop()
     return EVENTS / elapsed, elapsed, drained
+
+
+async def drain(consumer: BatchConsumer) -> None:
+    """Process the consumer's assigned partitions up to their current end."""
+    raw = consumer.consumer
+    ends = await raw.end_offsets(list(raw.assignment()))
+    for tp, end in ends.items():
+        while await raw.position(tp) < end:
+            await consumer.poll_once()
+
+
+async def two_processes(
+    ctx: BenchContext, deps: WorkerDeps, handler: Handler, schema: str, topic: str
+) -> tuple[float, float]:
+    """Events/s of two processor processes side by side, each on half of the partitions (as two
+    worker replicas in one consumer group split them), each with its relay; and the seconds the
+    other process took. Timed from one start signal until both have drained their share."""
+    half = PARTITIONS // 2
+    env = {
+        **os.environ,
+        "BENCH_SEG_DSN": ctx.dsn,
+        "BENCH_SEG_BOOTSTRAP": ctx.bootstrap,
+        "BENCH_SEG_SCHEMA": schema,
+        "BENCH_SEG_TOPIC": topic,
+        "BENCH_SEG_PARTITIONS": ",".join(str(p) for p in range(half, PARTITIONS)),
+    }
+    other = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from bench.tag_segments import serve_processor; serve_processor()",
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert other.stdin is not None and other.stdout is not None
+    consumer = await assigned(ctx.bootstrap, topic, deps, handler, range(half))
+    relay = OutboxRelay(deps.pool, deps.producer, service="tag-svc")
+    stop = asyncio.Event()
+    relay_task = asyncio.create_task(relay.run(stop))
+    try:
+        if (line := await other.stdout.readline()) != b"ready\n":
+            raise RuntimeError(f"second processor did not start: {line!r}")
+        other.stdin.write(b"go\n")
+        await other.stdin.drain()
+        started = time.perf_counter()
+        await drain(consumer)
+        done = await other.stdout.readline()
+        elapsed = time.perf_counter() - started
+        other_seconds = float(done.split()[1])
+    finally:
+        stop.set()
+        await relay_task
+        await consumer.stop()
+        if other.returncode is None:
+            other.kill()
+        await other.wait()
+    return EVENTS / elapsed, other_seconds
+
+
+def serve_processor() -> None:
+    """Entry point of the second processor process (:func:`two_processes`): prints ``ready``,
+    waits for ``go`` on stdin, drains its partitions, prints ``done <seconds>``."""
+
+    async def main() -> None:
+        env = os.environ
+        schema = env["BENCH_SEG_SCHEMA"]
+        pool = await create_pool(env["BENCH_SEG_DSN"], schema=schema, min_size=2, max_size=8)
+        producer = create_producer(env["BENCH_SEG_BOOTSTRAP"], client_id="bench-segments-second")
+        await producer.start()
+        settings = TagSettings(
+            kafka_bootstrap=env["BENCH_SEG_BOOTSTRAP"], database_url=env["BENCH_SEG_DSN"], db_schema=schema
+        )
+        deps = WorkerDeps(pool=pool, producer=producer, settings=settings, service="tag-svc")
+        partitions = [int(p) for p in env["BENCH_SEG_PARTITIONS"].split(",")]
+        consumer = await assigned(
+            env["BENCH_SEG_BOOTSTRAP"], env["BENCH_SEG_TOPIC"], deps, build_segment_handler(deps), partitions
+        )
+        relay = OutboxRelay(pool, producer, service="tag-svc")
+        stop = asyncio.Event()
+        relay_task = asyncio.create_task(relay.run(stop))
+        try:
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            started = time.perf_counter()
+            await drain(consumer)
+            print(f"done {time.perf_counter() - started:.3f}", flush=True)
+        finally:
+            stop.set()
+            await relay_task
+            await consumer.stop()
+            await producer.stop()
+            await pool.close()
+
+    with worker_gc():
+        asyncio.run(main())
 
 
 def serve_api() -> None:
@@ -359,9 +461,11 @@ async def _run(ctx: BenchContext) -> list[Figure]:
         await ensure_topics(ctx.bootstrap, [TopicSpec(topic, partitions=PARTITIONS)])
         warm_topic = f"bench-seg-orders-warm-{uuid.uuid4().hex[:8]}"
         await ensure_topics(ctx.bootstrap, [TopicSpec(warm_topic, partitions=PARTITIONS)])
+        scaled_topic = f"bench-seg-orders-2p-{uuid.uuid4().hex[:8]}"
+        await ensure_topics(ctx.bootstrap, [TopicSpec(scaled_topic, partitions=PARTITIONS)])
         rng = random.Random(7)
         now = datetime.now(UTC)
-        for t in (topic, warm_topic):
+        for t in (topic, warm_topic, scaled_topic):
             await produce(
                 ctx.bootstrap,
                 t,
@@ -379,6 +483,8 @@ async def _run(ctx: BenchContext) -> list[Figure]:
         # Warm: the same contacts order again (histories in place, fewer transitions per order).
         warm_rate, _, _ = await throughput(ctx, deps, handler, warm_topic)
         warm_changes = await pool.fetchval("SELECT count(*) FROM outbox") - changes
+        # Two processes (two worker replicas), the same contacts ordering once more.
+        scaled_rate, other_seconds = await two_processes(ctx, deps, handler, schema, scaled_topic)
         samples = sorted(await latency(ctx, deps, handler, schema, segment_ids[PROBE_RULE]))
     finally:
         await producer.stop()
@@ -406,6 +512,14 @@ async def _run(ctx: BenchContext) -> list[Figure]:
             f"{EVENTS} more orders of the same contacts ({warm_changes} transitions)",
         ),
         Figure(NAME, "processor_warm_ratio_to_limit", warm_rate / limit, "ratio", "goal >= 0.3"),
+        Figure(
+            NAME,
+            "processor_2proc_events_per_s",
+            scaled_rate,
+            "events/s",
+            f"two processes, half the partitions each ({EVENTS} more orders; the second took {other_seconds:.1f} s)",
+        ),
+        Figure(NAME, "processor_2proc_ratio_to_limit", scaled_rate / limit, "ratio", "goal >= 0.3"),
         Figure(NAME, "limit_consume_validate_per_s", limit, "events/s", "what the ratio divides by"),
         Figure(NAME, "processor_seconds", elapsed, "s", "until every order was applied"),
         Figure(NAME, "outbox_drained_after_s", drained, "s", f"{changes} segment-changed events published"),
