@@ -204,23 +204,26 @@ def compile_rule(rule: Rule) -> CompiledRule:
     leaves: dict[int, int] = {}
     order: list[_Leaf] = []
 
-    def node(r: Rule) -> _Combine:
+    def node(r: Rule) -> str:
+        # The rule as a Python expression over the atoms ``a`` on the day ``d``: only indexes
+        # and operators, never a value from the rule (those live in the atoms).
         if isinstance(r, AllOf | AnyOf):
-            parts = tuple(node(child) for child in r.rules)
-            if isinstance(r, AllOf):
-                return lambda atoms, day: all(p(atoms, day) for p in parts)
-            return lambda atoms, day: any(p(atoms, day) for p in parts)
+            if not r.rules:  # the empty conjunction holds, the empty disjunction does not
+                return "True" if isinstance(r, AllOf) else "False"
+            op = " and " if isinstance(r, AllOf) else " or "
+            return "(" + op.join(node(child) for child in r.rules) + ")"
         if isinstance(r, Not):
-            inner = node(r.rule)
-            return lambda atoms, day: not inner(atoms, day)
+            return f"(not {node(r.rule)})"
         leaf = _leaf(r.as_count() if isinstance(r, NoEventCondition) else r)
         if leaf.id not in leaves:
             leaves[leaf.id] = len(order)
             order.append(leaf)
-        index = leaves[leaf.id]
-        return lambda atoms, day: atoms[index].value_at(day)
+        return f"a[{leaves[leaf.id]}].value_at(d)"
 
-    combine = node(rule)
+    # One function per rule instead of a tree of closures: the processor evaluates every rule of
+    # a touched contact, and again on each day its next change is searched on.
+    expression = node(rule)
+    combine = eval(f"lambda a, d: bool({expression})", {"__builtins__": {"bool": bool}})  # noqa: S307
     timed = any(
         isinstance(leaf.condition, EventCondition | FirstAddedCondition | RfmCondition) for leaf in order
     )
