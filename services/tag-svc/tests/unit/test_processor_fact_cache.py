@@ -32,13 +32,17 @@ def test_an_entry_serves_only_its_sequence():
     assert cache.get(("t", "wm1"), 4) is not None
 
 
-def test_the_cache_keeps_the_most_recently_used_contacts():
-    cache = FactCache(2)
+def test_the_cache_holds_at_most_its_capacity_in_facts_most_recently_used_first():
+    cache = FactCache(4)
     for n in range(3):
-        cache.put(("t", f"wm{n}"), entry(0))
-    assert len(cache) == 2
+        cache.put(("t", f"wm{n}"), entry(0, fact(f"o{n}a"), fact(f"o{n}b")))
+    assert (len(cache), cache.size) == (2, 4)
     assert cache.get(("t", "wm0"), 0) is None
-    assert cache.get(("t", "wm2"), 0) is not None
+    assert cache.get(("t", "wm1"), 0) is not None  # used: wm2 is now the oldest
+    cache.put(("t", "wm3"), entry(0, fact("o3")))
+    assert cache.get(("t", "wm2"), 0) is None and cache.size == 3
+    cache.put(("t", "wm4"), entry(0, *(fact(f"o4{n}") for n in range(5))))  # more than it holds
+    assert cache.get(("t", "wm4"), 0) is None and cache.size == 3
 
 
 def test_an_older_entry_never_replaces_a_newer_one():

@@ -11,7 +11,8 @@ any partition): another writer's batch moves the sequence on, and the entry no l
 Per batch, :class:`BatchFacts` answers the evaluator's fact reads (from the entry plus the
 batch's own facts, else from the database) and stages the contacts' new entries; they enter the
 cache only once the transaction has committed (:meth:`BatchFacts.commit`), so a rolled-back batch
-leaves nothing behind. The cache is bounded (least recently used contacts go first).
+leaves nothing behind. The cache is bounded by the facts it holds (least recently used
+contacts go first).
 """
 
 from __future__ import annotations
@@ -51,12 +52,16 @@ class _Entry:
 
 
 class FactCache:
-    """Facts of up to ``capacity`` contacts, each valid for one ``profiles.facts_seq``."""
+    """Facts of recently seen contacts, up to ``capacity`` facts in all (a contact's history is
+    as long as its orders and messages: bounding contacts alone would not bound memory); each
+    entry valid for one ``profiles.facts_seq``."""
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = 500_000) -> None:
         if capacity < 0:
             raise ValueError("capacity must not be negative")
         self.capacity = capacity
+        self.size = 0
+        """Facts held now."""
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
@@ -67,28 +72,39 @@ class FactCache:
         if entry is None:
             return None
         if entry.seq != seq:
-            del self._entries[key]  # someone else wrote this contact's facts since
+            self._drop(key)  # someone else wrote this contact's facts since
             return None
         self._entries.move_to_end(key)
         return entry
 
     def put(self, key: _Key, entry: _Entry) -> None:
-        if self.capacity == 0:
-            return
         known = self._entries.get(key)
         if known is not None and known.seq > entry.seq:
             return  # a later batch of this contact committed first
+        if len(entry.facts) > self.capacity:
+            self._drop(key)
+            return
+        if known is not None:
+            self.size -= len(known.facts)
         self._entries[key] = entry
         self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        self.size += len(entry.facts)
+        while self.size > self.capacity:
+            _, evicted = self._entries.popitem(last=False)
+            self.size -= len(evicted.facts)
 
     def forget(self, keys: Iterable[_Key]) -> None:
         for key in keys:
-            self._entries.pop(key, None)
+            self._drop(key)
 
     def clear(self) -> None:
         self._entries.clear()
+        self.size = 0
+
+    def _drop(self, key: _Key) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.size -= len(entry.facts)
 
 
 class BatchFacts:

@@ -81,7 +81,7 @@ _RETRIES = 3
 
 
 def build_segment_handler(
-    deps: WorkerDeps, *, clock: Clock = utc_now, lanes: int = 2, fact_cache_size: int = 100_000
+    deps: WorkerDeps, *, clock: Clock = utc_now, lanes: int = 2, fact_cache_size: int = 500_000
 ) -> Handler:
     """The batch handler of the segment processor (``clock`` gives "now": tests move it).
 
@@ -91,7 +91,7 @@ def build_segment_handler(
     committed after every lane has. When one lane fails, the others still commit, and the
     redelivered batch claims only what did not.
 
-    Contacts' facts stay in memory between batches (up to ``fact_cache_size`` contacts, see
+    Contacts' facts stay in memory between batches (up to ``fact_cache_size`` facts, see
     :mod:`.fact_cache`): a contact's next order is evaluated without reading its history back.
     """
     if lanes < 1:
@@ -303,7 +303,7 @@ def segment_processor_task(
     topic_contracts: dict[str, str] | None = None,
     max_records: int = 2000,
     lanes: int = 2,
-    fact_cache_size: int = 100_000,
+    fact_cache_size: int = 500_000,
 ) -> BackgroundTask:
     """A worker background task running the processor's own consume loop (tests name their
     topics and clock here)."""
