@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from tag_svc.processor.store import Conn
 from tag_svc.processor.store import profiles as profile_store
@@ -34,6 +34,8 @@ FACT_READS = Counter(
     "Contacts whose facts the segment processor needed, by where they came from.",
     ["source"],
 )
+
+CACHED_FACTS = Gauge("scrm_segment_fact_cache_facts", "Facts the segment processor holds in memory.")
 
 _Key = tuple[str, str]
 _FactId = tuple[str, str]
@@ -177,6 +179,7 @@ class BatchFacts:
         for euid, entry in self._staged.items():
             self.cache.put((self.tenant_id, euid), entry)
         self._staged.clear()
+        CACHED_FACTS.set(self.cache.size)
 
     def _before(self, euid: str) -> _Entry | None:
         """What this contact's facts were before the batch, when known without a read."""
