@@ -33,6 +33,11 @@ class TagSettings(ServiceSettings):
     # contact within this many days are dropped from the pending queue.
     tag_pending_order_ttl_days: int = Field(default=180, ge=1)
 
+    # The live segment processor: transactions a batch is applied in side by side (split by
+    # contact), and how many facts it keeps in memory between batches (0: none).
+    tag_segment_lanes: int = Field(default=2, ge=1, le=8)
+    tag_segment_fact_cache_facts: int = Field(default=500_000, ge=0)
+
     @property
     def effective_wecom_adapter(self) -> Literal["recording", "http"]:
         if self.tag_wecom_adapter is not None:

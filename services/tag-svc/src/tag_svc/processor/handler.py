@@ -40,6 +40,7 @@ from scrm_shared.events import (
 )
 from scrm_shared.kafka.consumer import BatchConsumer, Consumed, Handler
 from scrm_shared.service.worker import BackgroundTask, WorkerDeps
+from tag_svc.config import TagSettings
 from tag_svc.processor import identity
 from tag_svc.processor.changes import BatchChanges, apply_attributes, collect
 from tag_svc.processor.evaluate import Touch, publish, reevaluate
@@ -302,18 +303,23 @@ def segment_processor_task(
     topics: Sequence[str] = TOPICS,
     topic_contracts: dict[str, str] | None = None,
     max_records: int = 2000,
-    lanes: int = 2,
-    fact_cache_size: int = 500_000,
 ) -> BackgroundTask:
     """A worker background task running the processor's own consume loop (tests name their
-    topics and clock here)."""
+    topics and clock here; lanes and the fact cache come from the settings)."""
 
     async def run(deps: WorkerDeps, stop: asyncio.Event) -> None:
+        settings = deps.settings if isinstance(deps.settings, TagSettings) else TagSettings()
+        handler = build_segment_handler(
+            deps,
+            clock=clock,
+            lanes=settings.tag_segment_lanes,
+            fact_cache_size=settings.tag_segment_fact_cache_facts,
+        )
         consumer = BatchConsumer(
             bootstrap=deps.settings.kafka_bootstrap,
             group_id=group_id,
             topics=topics,
-            handler=build_segment_handler(deps, clock=clock, lanes=lanes, fact_cache_size=fact_cache_size),
+            handler=handler,
             producer=deps.producer,
             service=deps.service,
             topic_contracts=topic_contracts,
