@@ -200,8 +200,13 @@ async def test_deleting_a_tag_untags_its_contacts(
         ("wm-3", "added"),
         ("wm-3", "removed"),
     ]
-    # A local deletion is not pushed to WeCom, and the tag row is gone for good.
-    assert await push_store.count_pushes(pool, tenant) == pushes_before
+    # The purge pushes no mark_tag removal per contact; the deletion itself reaches WeCom as one
+    # del_corp_tag. The tag row is gone for good.
+    assert await push_store.count_pushes(pool, tenant) == {"pending": pushes_before["pending"] + 1}
+    catalog_pushes = await pool.fetch(
+        "SELECT kind, del_tag_ids FROM wecom_pushes WHERE tenant_id = $1 AND kind <> 'mark_tag'", tenant
+    )
+    assert [tuple(r) for r in catalog_pushes] == [("del_corp_tag", ["et2222"])]
     assert await pool.fetchval("SELECT count(*) FROM tags WHERE tenant_id = $1", tenant) == 0
 
     # Deleting a group deletes its tags the same way.

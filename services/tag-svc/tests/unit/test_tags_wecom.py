@@ -1,5 +1,5 @@
-"""The mark_tag adapters: the HTTP one against a mocked WeCom (request shape, tokens, errcodes)
-and the recording stand-in."""
+"""The WeCom adapters: the HTTP one against a mocked WeCom (request shape, tokens, errcodes) and
+the recording stand-in, for mark_tag and the catalogue's edit_corp_tag / del_corp_tag."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from tag_svc.config import TagSettings
 from tag_svc.tags.wecom import (
     NO_CREDENTIALS,
     CredentialTokenProvider,
+    DelCorpTagCall,
+    EditCorpTagCall,
     HttpAdapter,
     MarkTagCall,
     RecordingAdapter,
@@ -39,7 +41,8 @@ class FakePool:
 
 
 class FakeWeCom:
-    """gettoken and mark_tag; ``mark_errcodes`` answer the next mark_tag calls."""
+    """gettoken, mark_tag, edit_corp_tag and del_corp_tag; ``mark_errcodes`` answer the next
+    calls other than gettoken."""
 
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
@@ -56,13 +59,21 @@ class FakeWeCom:
             return httpx.Response(
                 200, json={"errcode": 0, "access_token": f"tok-{self.tokens_issued}", "expires_in": 7200}
             )
-        assert request.url.path.endswith("/externalcontact/mark_tag")
+        assert request.url.path.rsplit("/", 1)[-1] in ("mark_tag", "edit_corp_tag", "del_corp_tag")
         errcode = self.mark_errcodes.pop(0) if self.mark_errcodes else 0
         return httpx.Response(200, json={"errcode": errcode, "errmsg": "ok" if errcode == 0 else "no"})
 
     @property
     def marks(self) -> list[httpx.Request]:
         return [r for r in self.requests if r.url.path.endswith("/mark_tag")]
+
+    @property
+    def corp_edits(self) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (r.url.path.rsplit("/", 1)[-1], json.loads(r.content))
+            for r in self.requests
+            if r.url.path.endswith(("/edit_corp_tag", "/del_corp_tag"))
+        ]
 
 
 def adapter(wecom: FakeWeCom, creds: dict[str, tuple[str, str]] | None = None) -> HttpAdapter:
@@ -145,6 +156,86 @@ async def test_transport_failures_and_server_errors_are_retryable():
     with pytest.raises(WeComTagError) as caught:
         await HttpAdapter(http, BASE, tokens).mark_tag("acme", "s1", "wm-1", add_tag=["etA"])
     assert caught.value.retryable
+
+
+async def test_corp_tag_edits_send_wecoms_fields():
+    wecom = FakeWeCom()
+    http_adapter = adapter(wecom)
+    await http_adapter.edit_corp_tag("acme", "etTAG", name="SVIP")
+    await http_adapter.edit_corp_tag("acme", "etGROUP", name="会员", order=3)
+    await http_adapter.del_corp_tag("acme", tag_ids=["etA", "etB"])
+    await http_adapter.del_corp_tag("acme", group_ids=["etG"])
+    assert wecom.corp_edits == [
+        ("edit_corp_tag", {"id": "etTAG", "name": "SVIP"}),
+        ("edit_corp_tag", {"id": "etGROUP", "name": "会员", "order": 3}),
+        ("del_corp_tag", {"tag_id": ["etA", "etB"], "group_id": []}),
+        ("del_corp_tag", {"tag_id": [], "group_id": ["etG"]}),
+    ]
+    edit = next(r for r in wecom.requests if r.url.path.endswith("/edit_corp_tag"))
+    assert edit.method == "POST"
+    assert str(edit.url.copy_with(query=None)) == f"{BASE}/externalcontact/edit_corp_tag"
+    assert edit.url.params["access_token"] == "tok-1"
+    assert wecom.tokens_issued == 1
+    with pytest.raises(ValueError, match="tag id or a group id"):
+        await http_adapter.del_corp_tag("acme")
+
+
+@pytest.mark.parametrize(("errcode", "retryable"), [(45033, True), (301002, False), (40068, False)])
+async def test_corp_tag_edit_errcodes_say_whether_to_retry(errcode: int, retryable: bool):
+    wecom = FakeWeCom()
+    wecom.mark_errcodes = [errcode, errcode]
+    with pytest.raises(WeComTagError) as caught:
+        await adapter(wecom).edit_corp_tag("acme", "etTAG", name="SVIP")
+    assert (caught.value.errcode, caught.value.retryable, caught.value.api) == (
+        errcode,
+        retryable,
+        "externalcontact/edit_corp_tag",
+    )
+    with pytest.raises(WeComTagError) as caught:
+        await adapter(wecom).del_corp_tag("acme", tag_ids=["etTAG"])
+    assert caught.value.api == "externalcontact/del_corp_tag"
+    # An expired token is replaced and the call repeated once, as for mark_tag.
+    wecom.mark_errcodes = [42001]
+    await adapter(wecom).del_corp_tag("acme", tag_ids=["etTAG"])
+    assert [r.url.params["access_token"] for r in wecom.requests if r.url.path.endswith("del_corp_tag")][
+        -2:
+    ] == [
+        "tok-3",
+        "tok-4",
+    ]
+
+
+async def test_recording_adapter_applies_corp_tag_edits_to_its_library():
+    wecom = RecordingAdapter()
+    group = wecom.library("acme").add_group("会员", ["VIP", "普通"])
+    vip, plain = (t.id for t in group.tags)
+    await wecom.edit_corp_tag("acme", vip, name="SVIP")
+    await wecom.edit_corp_tag("acme", group.group_id, name="会员等级")
+    [listed] = wecom.library("acme").groups()
+    assert (listed.name, [t.name for t in listed.tags]) == ("会员等级", ["SVIP", "普通"])
+    await wecom.del_corp_tag("acme", tag_ids=[plain])
+    assert [t.name for t in wecom.library("acme").groups()[0].tags] == ["SVIP"]
+    # The last tag takes its group along, as in WeCom.
+    await wecom.del_corp_tag("acme", tag_ids=[vip])
+    assert wecom.library("acme").groups() == []
+    assert wecom.corp_calls == [
+        EditCorpTagCall("acme", vip, "SVIP", None),
+        EditCorpTagCall("acme", group.group_id, "会员等级", None),
+        DelCorpTagCall("acme", (plain,), ()),
+        DelCorpTagCall("acme", (vip,), ()),
+    ]
+    # Ids its library does not hold (the worker's stand-in has none) are recorded all the same;
+    # injected failures come first.
+    await wecom.edit_corp_tag("acme", "etNONE", name="X")
+    wecom.fail_next(301002, retryable=False)
+    with pytest.raises(WeComTagError) as caught:
+        await wecom.del_corp_tag("acme", group_ids=["etNONE"])
+    assert (caught.value.errcode, caught.value.retryable) == (301002, False)
+    await wecom.del_corp_tag("acme", group_ids=["etNONE"])
+    assert wecom.corp_calls[4:] == [
+        EditCorpTagCall("acme", "etNONE", "X", None),
+        DelCorpTagCall("acme", (), ("etNONE",)),
+    ]
 
 
 async def test_recording_adapter_records_and_fails_on_request():

@@ -7,6 +7,11 @@ in display order: groups by ``order``, tags by ``order`` within their group (the
 Deleting a tag that contacts carry answers 202 with the job that untags them (each with a
 ``contact-tagged`` removal event); the tag disappears from every read at once. Deleting a group
 deletes its tags the same way.
+
+Segments read tags by name: renaming a tag queues the re-evaluation of its contacts for the
+segments reading the old or the new name (:mod:`tag_svc.tags.name_syncs`). Renaming or deleting a
+group or tag linked to WeCom is pushed to WeCom (``edit_corp_tag``, ``del_corp_tag``) by the
+worker, with retries (:mod:`tag_svc.tags.edits`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from scrm_shared.problems import Problem
 from tag_svc.api.deps import Pool
 from tag_svc.api.tag_rules import refuse_rename_cycle
 from tag_svc.schemas import Deletion, Tag, TagGroup, TagGroupIn, TagGroupPatch, TagIn, TagPatch
+from tag_svc.tags import edits
 from tag_svc.tags.domain import Conflict
 from tag_svc.tags.store import catalog as store
 
@@ -147,10 +153,10 @@ async def update_group(
     group_id: uuid.UUID, body: TagGroupPatch, principal: AdminOrOperator, pool: Pool
 ) -> TagGroup:
     """Change the fields given. Renaming does not rewrite past events (they carry the name of
-    their time)."""
+    their time); a linked group's new name is pushed to WeCom."""
     try:
-        async with pool.acquire() as conn:
-            group = await store.update_group(
+        async with pool.acquire() as conn, conn.transaction():
+            group = await edits.update_group(
                 conn,
                 principal.tenant_id,
                 group_id,
@@ -158,6 +164,7 @@ async def update_group(
                 sort_order=body.order,
                 wecom_group_id=body.wecom_group_id,
                 set_wecom_group_id="wecom_group_id" in body.model_fields_set,
+                push=True,
             )
             if group is None:
                 raise group_not_found()
@@ -175,9 +182,12 @@ async def update_group(
     responses=_DELETED_RESPONSES,
 )
 async def delete_group(group_id: uuid.UUID, principal: AdminOrOperator, pool: Pool) -> Response:
-    """Delete the group and its tags; 202 with the untagging jobs when contacts carried them."""
+    """Delete the group and its tags; 202 with the untagging jobs when contacts carried them. A
+    linked group (or an unlinked group's linked tags) is deleted in WeCom too."""
     async with pool.acquire() as conn, conn.transaction():
-        jobs = await store.delete_group(conn, principal.tenant_id, group_id, actor_id=_actor(principal))
+        jobs = await edits.delete_group(
+            conn, principal.tenant_id, group_id, actor_id=_actor(principal), push=True
+        )
     if jobs is None:
         raise group_not_found()
     return _deleted(jobs)
@@ -240,7 +250,9 @@ async def get_tag(tag_id: uuid.UUID, principal: AnyRole, pool: Pool) -> Tag:
     responses=_CONFLICT_RESPONSE,
 )
 async def update_tag(tag_id: uuid.UUID, body: TagPatch, principal: AdminOrOperator, pool: Pool) -> Tag:
-    """Change the fields given; ``group_id`` moves the tag to another of the tenant's groups."""
+    """Change the fields given; ``group_id`` moves the tag to another of the tenant's groups. A new
+    name reaches the segments reading the old or the new one within seconds (the worker
+    re-evaluates the tag's contacts), and WeCom when the tag is linked."""
     sent = body.model_fields_set
     try:
         async with pool.acquire() as conn, conn.transaction():
@@ -252,7 +264,7 @@ async def update_tag(tag_id: uuid.UUID, body: TagPatch, principal: AdminOrOperat
                 and await store.get_group(conn, principal.tenant_id, body.group_id) is None
             ):
                 raise group_not_found()
-            row = await store.update_tag(
+            row = await edits.update_tag(
                 conn,
                 principal.tenant_id,
                 tag_id,
@@ -261,6 +273,7 @@ async def update_tag(tag_id: uuid.UUID, body: TagPatch, principal: AdminOrOperat
                 group_id=body.group_id,
                 wecom_tag_id=body.wecom_tag_id,
                 set_wecom_tag_id="wecom_tag_id" in sent,
+                push=True,
             )
     except Conflict as exc:
         raise conflict(exc) from None
@@ -277,9 +290,12 @@ async def update_tag(tag_id: uuid.UUID, body: TagPatch, principal: AdminOrOperat
     responses=_DELETED_RESPONSES,
 )
 async def delete_tag(tag_id: uuid.UUID, principal: AdminOrOperator, pool: Pool) -> Response:
-    """Delete the tag; 202 with the job untagging its contacts when any carried it."""
+    """Delete the tag; 202 with the job untagging its contacts when any carried it (segments see
+    them lose it as the job goes). A linked tag is deleted in WeCom too."""
     async with pool.acquire() as conn, conn.transaction():
-        jobs = await store.delete_tag(conn, principal.tenant_id, tag_id, actor_id=_actor(principal))
+        jobs = await edits.delete_tag(
+            conn, principal.tenant_id, tag_id, actor_id=_actor(principal), push=True
+        )
     if jobs is None:
         raise tag_not_found()
     return _deleted(jobs)

@@ -11,7 +11,13 @@ rule, and pushing the changes made here back to WeCom.
   pushing local-only tags);
 - :mod:`tag_svc.tags.rules`: tag rules ("enter segment S -> tag T"): the cycle guard, applying
   segment-changed, tagging a new rule's existing members;
-- :mod:`tag_svc.tags.jobs`: the bulk job runner (a worker background task);
-- :mod:`tag_svc.tags.wecom`: the mark_tag adapters and the access-token provider;
+- :mod:`tag_svc.tags.edits`: catalogue edits and what follows them in their transaction (a
+  rename's name sync, the WeCom pushes of renames and deletions of linked groups and tags);
+- :mod:`tag_svc.tags.name_syncs`: a renamed tag's contacts re-evaluated for the segments reading
+  the old or the new name, in chunks;
+- :mod:`tag_svc.tags.jobs`: the bulk job runner, which also runs the name syncs (a worker
+  background task);
+- :mod:`tag_svc.tags.wecom`: the WeCom adapters (mark_tag, the corp tag library) and the
+  access-token provider;
 - :mod:`tag_svc.tags.pushes`: the background task that drains the push queue.
 """

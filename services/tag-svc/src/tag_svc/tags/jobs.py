@@ -9,6 +9,9 @@ chunk that was in flight, which rolled back as a whole: no contact is counted or
 A chunk that fails is retried after ``retry_wait`` (other jobs go on meanwhile); after
 ``max_attempts`` failures in a row the job is ``failed``. An ``add`` job whose tag was deleted
 fails at once; a deleted tag's purge job (``purge``) drops the tag row when it is done.
+
+The same background task works through the name syncs of renamed tags
+(:class:`~tag_svc.tags.name_syncs.NameSyncRunner`), a chunk of each in turn.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from scrm_shared.service import WorkerDeps
 from tag_svc.config import TagSettings
 from tag_svc.tags import tagging
 from tag_svc.tags.domain import Actor, job_status, next_chunk
+from tag_svc.tags.name_syncs import NameSyncRunner
 from tag_svc.tags.store import Conn, catalog, contacts
 from tag_svc.tags.store import jobs as store
 
@@ -138,18 +142,20 @@ class JobRunner:
 
 
 async def run_tag_jobs(deps: WorkerDeps, stop: asyncio.Event) -> None:
-    """Background task of tag-svc's worker: run due job chunks back to back, and look for new
-    jobs every ``tag_job_poll_seconds`` while there are none, until ``stop``. Never raises."""
+    """Background task of tag-svc's worker: run due chunks of bulk jobs and of renamed tags' name
+    syncs back to back (one of each in turn), and look for new ones every
+    ``tag_job_poll_seconds`` while there are none, until ``stop``. Never raises."""
     settings = deps.settings
     chunk_size = settings.tag_job_chunk_size if isinstance(settings, TagSettings) else CHUNK_SIZE
     poll = settings.tag_job_poll_seconds if isinstance(settings, TagSettings) else 1.0
-    runner = JobRunner(deps.pool, chunk_size=chunk_size)
+    runners = (JobRunner(deps.pool, chunk_size=chunk_size), NameSyncRunner(deps.pool, chunk_size=chunk_size))
     while not stop.is_set():
-        try:
-            worked = await runner.run_chunk()
-        except Exception as exc:  # the database is unreachable: wait and try again
-            log.warning("tag job runner failed", extra={"error_type": type(exc).__name__})
-            worked = False
+        worked = False
+        for runner in runners:
+            try:
+                worked = await runner.run_chunk() or worked
+            except Exception as exc:  # the database is unreachable: wait and try again
+                log.warning("tag job runner failed", extra={"error_type": type(exc).__name__})
         if not worked:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=poll)

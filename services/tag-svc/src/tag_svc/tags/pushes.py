@@ -5,6 +5,10 @@ with WeCom are queued in ``wecom_pushes`` in the transaction of the change. :cla
 due rows, calls mark_tag and deletes each row that went through, recording what it set on the
 staff member's relation (so WeCom's next snapshot of that relation does not read as an edit).
 
+Renames and deletions of linked groups and tags made here (:mod:`tag_svc.tags.edits`) are rows of
+the same queue, pushed with ``edit_corp_tag`` and ``del_corp_tag``, with the same retries; a
+tenant's catalogue rows go out in the order they were queued.
+
 Whom to push as: a guide's change goes to the guide's own relation. Otherwise (operators, jobs)
 an addition goes to the staff member who added the contact last and still follows it (from
 friend-added), and a removal to every staff member whose WeCom relation carries the tag (or,
@@ -42,7 +46,9 @@ __all__ = ["PushReport", "Pusher", "push_task", "run_wecom_pushes"]
 log = logging.getLogger(__name__)
 
 PUSHES = Counter(
-    "scrm_tag_wecom_pushes", "mark_tag pushes to WeCom by outcome (pushed, retry, failed).", ["outcome"]
+    "scrm_tag_wecom_pushes",
+    "Pushes to WeCom by call (mark_tag, edit_corp_tag, del_corp_tag) and outcome (pushed, retry, failed).",
+    ["api", "outcome"],
 )
 
 NO_STAFF = "no-staff"
@@ -84,41 +90,55 @@ class Pusher:
         """Push one batch of due rows; returns what happened to them."""
         report = PushReport()
         for push in await store.claim_pushes(self.pool, self.batch, self.lease):
-            outcome = await self._push(push)
+            outcome = await self._push(push) if push.kind == "mark_tag" else await self._push_catalog(push)
             report.outcomes[outcome] += 1
-            PUSHES.labels(outcome).inc()
+            PUSHES.labels(push.kind, outcome).inc()
         return report
 
+    async def _push_catalog(self, push: store.QueuedPush) -> str:
+        try:
+            if push.kind == "edit_corp_tag":
+                assert push.wecom_id is not None  # the table's check
+                await self.adapter.edit_corp_tag(push.tenant_id, push.wecom_id, name=push.wecom_name)
+            else:
+                await self.adapter.del_corp_tag(
+                    push.tenant_id, tag_ids=push.del_tag_ids, group_ids=push.del_group_ids
+                )
+        except WeComTagError as exc:
+            # Repeating either is harmless: a rename sets the name, a deletion that went through
+            # but was not recorded fails next time (the id is gone) and is kept as failed.
+            return await self._retry_or_fail(push, f"errcode {exc.errcode}", retryable=exc.retryable)
+        await store.delete_push(self.pool, push.tenant_id, push.id)
+        return "pushed"
+
     async def _push(self, push: store.QueuedPush) -> str:
-        targets = await self._targets(push)
+        euid = push.external_userid
+        assert euid is not None  # a mark_tag row's (the table's check)
+        targets = await self._targets(push, euid)
         if not targets:
             return await self._retry_or_fail(push, NO_STAFF, retryable=True)
         try:
             for staff_id in targets:
-                await self.adapter.mark_tag(
-                    push.tenant_id, staff_id, push.external_userid, push.add_tag, push.remove_tag
-                )
+                await self.adapter.mark_tag(push.tenant_id, staff_id, euid, push.add_tag, push.remove_tag)
         except WeComTagError as exc:
             # Pushing to one staff member twice is harmless: mark_tag sets, it does not toggle.
             return await self._retry_or_fail(push, f"errcode {exc.errcode}", retryable=exc.retryable)
         async with self.pool.acquire() as conn, conn.transaction():
             for staff_id in targets:
                 await contacts.apply_pushed(
-                    conn, push.tenant_id, push.external_userid, staff_id, push.add_tag, push.remove_tag
+                    conn, push.tenant_id, euid, staff_id, push.add_tag, push.remove_tag
                 )
             await store.delete_push(conn, push.tenant_id, push.id)
         return "pushed"
 
-    async def _targets(self, push: store.QueuedPush) -> list[str]:
+    async def _targets(self, push: store.QueuedPush, euid: str) -> list[str]:
         targets: list[str] = []
         if push.remove_tag:
-            targets += await contacts.snapshot_holders(
-                self.pool, push.tenant_id, push.external_userid, push.remove_tag
-            )
+            targets += await contacts.snapshot_holders(self.pool, push.tenant_id, euid, push.remove_tag)
         if push.staff_id is not None and push.staff_id not in targets:
             targets.append(push.staff_id)
         if not targets:
-            latest = await contacts.latest_follower(self.pool, push.tenant_id, push.external_userid)
+            latest = await contacts.latest_follower(self.pool, push.tenant_id, euid)
             targets += [latest] if latest is not None else []
         return targets
 
@@ -129,7 +149,9 @@ class Pusher:
             await store.retry_push(self.pool, push.tenant_id, push.id, wait=wait, error=error)
             return "retry"
         await store.fail_push(self.pool, push.tenant_id, push.id, error=error)
-        log.warning("wecom tag push failed", extra={"tenant_id": push.tenant_id, "error": error})
+        log.warning(
+            "wecom tag push failed", extra={"tenant_id": push.tenant_id, "api": push.kind, "error": error}
+        )
         return "failed"
 
 

@@ -1,4 +1,4 @@
-"""Pushing tag changes to WeCom: the mark_tag adapter and the access-token provider.
+"""Pushing tag changes to WeCom: the adapters and the access-token provider.
 
 WeCom's 编辑客户企业标签 API::
 
@@ -10,6 +10,15 @@ changes the corp tags one staff member's relation with the customer carries; it 
 ``{"errcode": 0, "errmsg": "ok"}``. The token comes from ``GET {base}/gettoken?corpid=&corpsecret=``
 (``access_token``, ``expires_in`` seconds).
 
+The catalogue's own edits go to the corp tag library (管理企业标签), answered the same way::
+
+    POST {base}/externalcontact/edit_corp_tag?access_token=...  {"id": "et...", "name": "..."}
+    POST {base}/externalcontact/del_corp_tag?access_token=...   {"tag_id": [...], "group_id": [...]}
+
+``id`` is a tag's or a group's (``order`` may be sent too; we never do: see
+:mod:`tag_svc.tags.edits`). A group whose last tag is deleted goes with it. WeCom lets an app
+edit and delete only the corp tags it created (errcode 301002 otherwise).
+
 The corp tag library (``externalcontact/get_corp_tag_list``, ``externalcontact/add_corp_tag``) is
 what the catalogue sync needs (:class:`~tag_svc.tags.corp_tags.CorpTagAdapter`); both adapters
 serve it too.
@@ -17,7 +26,8 @@ serve it too.
 - :class:`WeComTagAdapter`: what the pusher needs; raises :class:`WeComTagError`.
 - :class:`RecordingAdapter`: the local stand-in (default outside prod, and in tests): records
   every call and can be told to fail; holds each tenant's corp tag library in memory
-  (:meth:`RecordingAdapter.library`, which tests seed).
+  (:meth:`RecordingAdapter.library`, which tests seed; catalogue edits apply to it where it
+  holds their ids).
 - :class:`HttpAdapter`: WeCom's API over HTTP with a :class:`TokenProvider`
   (:class:`CredentialTokenProvider`: each tenant's corp id and secret from
   ``wecom_credentials``, tokens cached until shortly before they expire).
@@ -57,6 +67,8 @@ __all__ = [
     "RETRYABLE_ERRCODES",
     "UNKNOWN_CORP_TAG",
     "CredentialTokenProvider",
+    "DelCorpTagCall",
+    "EditCorpTagCall",
     "HttpAdapter",
     "MarkTagCall",
     "RecordingAdapter",
@@ -73,6 +85,8 @@ API_GETTOKEN = "gettoken"
 API_MARK_TAG = "externalcontact/mark_tag"
 API_GET_CORP_TAG_LIST = "externalcontact/get_corp_tag_list"
 API_ADD_CORP_TAG = "externalcontact/add_corp_tag"
+API_EDIT_CORP_TAG = "externalcontact/edit_corp_tag"
+API_DEL_CORP_TAG = "externalcontact/del_corp_tag"
 
 SYSTEM_BUSY = -1
 RETRYABLE_ERRCODES: frozenset[int] = frozenset({SYSTEM_BUSY, 45009, 45033})
@@ -86,7 +100,7 @@ UNKNOWN_CORP_TAG = -3
 
 
 class WeComTagError(Exception):
-    """mark_tag (or gettoken) failed. ``str()`` carries the errcode only: WeCom's errmsg may
+    """A WeCom call (mark_tag, a corp tag API, or gettoken) failed. ``str()`` carries the errcode only: WeCom's errmsg may
     echo request parameters."""
 
     def __init__(self, errcode: int, *, retryable: bool, api: str = API_MARK_TAG) -> None:
@@ -97,7 +111,8 @@ class WeComTagError(Exception):
 
 
 class WeComTagAdapter(Protocol):
-    """Changes the corp tags a staff member's relation with a customer carries on WeCom."""
+    """Changes the corp tags a staff member's relation with a customer carries on WeCom, and
+    renames and deletes corp tags and groups."""
 
     async def mark_tag(
         self,
@@ -110,6 +125,18 @@ class WeComTagAdapter(Protocol):
         """Raises :class:`WeComTagError`."""
         ...
 
+    async def edit_corp_tag(
+        self, tenant_id: str, id: str, *, name: str | None = None, order: int | None = None
+    ) -> None:
+        """Rename (or reorder) the corp tag or group ``id``. Raises :class:`WeComTagError`."""
+        ...
+
+    async def del_corp_tag(
+        self, tenant_id: str, *, tag_ids: Sequence[str] = (), group_ids: Sequence[str] = ()
+    ) -> None:
+        """Delete corp tags and groups (at least one id). Raises :class:`WeComTagError`."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class MarkTagCall:
@@ -120,13 +147,33 @@ class MarkTagCall:
     remove_tag: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class EditCorpTagCall:
+    tenant_id: str
+    id: str
+    name: str | None
+    order: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DelCorpTagCall:
+    tenant_id: str
+    tag_ids: tuple[str, ...]
+    group_ids: tuple[str, ...]
+
+
 @dataclass
 class RecordingAdapter:
-    """Stand-in for WeCom: records the calls (:attr:`calls`, the last ``keep`` of them when set,
-    so a long local run does not grow without bound); :meth:`fail_next` makes the next calls
-    raise instead."""
+    """Stand-in for WeCom: records the calls (mark_tag in :attr:`calls`, catalogue edits in
+    :attr:`corp_calls`; the last ``keep`` of each when set, so a long local run does not grow
+    without bound); :meth:`fail_next` makes the next calls raise instead.
+
+    Catalogue edits apply to the tenant's library where it holds the ids, and are recorded all the
+    same where it does not: the worker's stand-in is not the API's (another process), so its
+    library is empty, as mark_tag's tag ids are never checked either."""
 
     calls: list[MarkTagCall] = field(default_factory=list)
+    corp_calls: list[EditCorpTagCall | DelCorpTagCall] = field(default_factory=list)
     keep: int | None = None
     libraries: dict[str, CorpTagLibrary] = field(default_factory=dict)
     _failures: deque[WeComTagError] = field(default_factory=deque)
@@ -175,8 +222,36 @@ class RecordingAdapter:
         self.calls.append(
             MarkTagCall(tenant_id, staff_id, external_userid, tuple(add_tag), tuple(remove_tag))
         )
-        if self.keep is not None and len(self.calls) > self.keep:
-            del self.calls[: -self.keep]
+        self._bound(self.calls)
+
+    async def edit_corp_tag(
+        self, tenant_id: str, id: str, *, name: str | None = None, order: int | None = None
+    ) -> None:
+        if self._failures:
+            raise self._failures.popleft()
+        with contextlib.suppress(UnknownCorpTag):
+            self.library(tenant_id).edit_payload(id, name=name, order=order)
+        self.corp_calls.append(EditCorpTagCall(tenant_id, id, name, order))
+        self._bound(self.corp_calls)
+
+    async def del_corp_tag(
+        self, tenant_id: str, *, tag_ids: Sequence[str] = (), group_ids: Sequence[str] = ()
+    ) -> None:
+        if self._failures:
+            raise self._failures.popleft()
+        library = self.library(tenant_id)
+        for tag_id in tag_ids:
+            with contextlib.suppress(UnknownCorpTag):
+                library.del_payload(tag_ids=[tag_id])
+        for group_id in group_ids:
+            with contextlib.suppress(UnknownCorpTag):
+                library.del_payload(group_ids=[group_id])
+        self.corp_calls.append(DelCorpTagCall(tenant_id, tuple(tag_ids), tuple(group_ids)))
+        self._bound(self.corp_calls)
+
+    def _bound(self, calls: list[Any]) -> None:
+        if self.keep is not None and len(calls) > self.keep:
+            del calls[: -self.keep]
 
 
 class TokenProvider(Protocol):
@@ -256,7 +331,8 @@ class CredentialTokenProvider:
 
 
 class HttpAdapter:
-    """mark_tag over HTTP; an invalid or expired token is replaced and the call repeated once.
+    """WeCom's tag APIs over HTTP; an invalid or expired token is replaced and the call repeated
+    once.
 
     Transient failures (transport, HTTP 5xx, busy, rate limits) raise a retryable
     :class:`WeComTagError`: the pusher owns retries and backoff.
@@ -283,6 +359,23 @@ class HttpAdapter:
             "remove_tag": list(remove_tag),
         }
         await self._post(tenant_id, API_MARK_TAG, body)
+
+    async def edit_corp_tag(
+        self, tenant_id: str, id: str, *, name: str | None = None, order: int | None = None
+    ) -> None:
+        body: dict[str, Any] = {"id": id}
+        if name is not None:
+            body["name"] = name
+        if order is not None:
+            body["order"] = order
+        await self._post(tenant_id, API_EDIT_CORP_TAG, body)
+
+    async def del_corp_tag(
+        self, tenant_id: str, *, tag_ids: Sequence[str] = (), group_ids: Sequence[str] = ()
+    ) -> None:
+        if not tag_ids and not group_ids:
+            raise ValueError("del_corp_tag needs a tag id or a group id")
+        await self._post(tenant_id, API_DEL_CORP_TAG, {"tag_id": list(tag_ids), "group_id": list(group_ids)})
 
     async def corp_tag_list(self, tenant_id: str) -> list[CorpTagGroup]:
         """The whole library (no ``tag_id``/``group_id`` filter: WeCom then answers every group)."""

@@ -21,10 +21,12 @@ descending, then creation time, then id).
 - :mod:`.model`: WeCom's library as values, parsing its answer, the matching (:func:`plan_pull`)
   and the report; pure.
 - :mod:`.apply`: a plan written in the caller's transaction (:func:`pull`), through the
-  catalogue's own statements. Every write is in its own savepoint: a name taken locally is
+  catalogue's own statements (a tag rename also reaches the segments: :mod:`tag_svc.tags.edits`,
+  never pushed back). Every write is in its own savepoint: a name taken locally is
   retried once the other writes are done (a chain of renames resolves) and then reported, and a
   tag rename that would close a cycle of tag rules is skipped and reported (the tags API's rename
-  guard), never failing the whole sync.
+  guard), never failing the whole sync. The pull plans against WeCom's library as it will be once
+  the renames and deletions made here and not pushed yet are through (:func:`as_pushed`).
 - :mod:`.library`: an in-memory corp tag library with WeCom's semantics, behind the local
   stand-in adapter (:class:`~tag_svc.tags.wecom.RecordingAdapter`) and tests.
 """
@@ -45,6 +47,7 @@ from tag_svc.tags.corp_tags.model import (
     PullPlan,
     SyncReport,
     TagStep,
+    as_pushed,
     display_order,
     parse_corp_tag_group,
     parse_corp_tag_list,
@@ -67,6 +70,7 @@ __all__ = [
     "SyncReport",
     "TagStep",
     "apply_pull",
+    "as_pushed",
     "display_order",
     "parse_corp_tag_group",
     "parse_corp_tag_list",

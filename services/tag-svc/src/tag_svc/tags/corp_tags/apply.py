@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from tag_svc.tags import rules
+from tag_svc.tags import edits, rules
 from tag_svc.tags.corp_tags.model import (
     CorpTagAdapter,
     CorpTagGroup,
@@ -22,12 +22,14 @@ from tag_svc.tags.corp_tags.model import (
     PullPlan,
     SyncReport,
     TagStep,
+    as_pushed,
     plan_pull,
 )
 from tag_svc.tags.domain import Conflict
 from tag_svc.tags.store import Conn, catalog
 from tag_svc.tags.store import corp_tags as store
 from tag_svc.tags.store import rules as rule_store
+from tag_svc.tags.store import wecom as pushes
 
 __all__ = ["apply_pull", "pull", "push_local"]
 
@@ -36,8 +38,11 @@ S = TypeVar("S", GroupStep, TagStep)
 
 async def pull(conn: Conn, tenant_id: str, wecom: Sequence[CorpTagGroup]) -> SyncReport:
     """Plan and apply a pull of ``wecom`` (the tenant's library as just read) inside the caller's
-    transaction. One sync of a tenant at a time (a transaction-scoped lock)."""
+    transaction. One sync of a tenant at a time (a transaction-scoped lock). Renames and
+    deletions made here that are still waiting to be pushed count as done in WeCom."""
     await store.lock_sync(conn, tenant_id)
+    renamed, deleted = await pushes.pending_corp_tag_edits(conn, tenant_id)
+    wecom = as_pushed(wecom, renamed=renamed, deleted=deleted)
     groups = [
         LocalGroup(g.group_id, g.name, g.sort_order, g.wecom_group_id)
         for g in await catalog.list_groups(conn, tenant_id)
@@ -70,7 +75,7 @@ async def apply_pull(conn: Conn, tenant_id: str, plan: PullPlan) -> SyncReport:
         )
         report.groups_unlinked += 1
     for t in plan.unlink_tags:
-        await catalog.update_tag(
+        await edits.update_tag(
             conn,
             tenant_id,
             t.tag_id,
@@ -79,6 +84,7 @@ async def apply_pull(conn: Conn, tenant_id: str, plan: PullPlan) -> SyncReport:
             group_id=None,
             wecom_tag_id=None,
             set_wecom_tag_id=True,
+            push=False,
         )
         report.tags_unlinked += 1
         report.unlinked.append(t)
@@ -142,7 +148,7 @@ async def apply_pull(conn: Conn, tenant_id: str, plan: PullPlan) -> SyncReport:
                     Issue("rename-cycle", step.name, wecom_tag_id=step.wecom_tag_id, tag_id=step.tag_id)
                 )
                 step = replace(step, rename=False)
-        done = await catalog.update_tag(
+        done = await edits.update_tag(
             conn,
             tenant_id,
             step.tag_id,
@@ -151,6 +157,8 @@ async def apply_pull(conn: Conn, tenant_id: str, plan: PullPlan) -> SyncReport:
             group_id=group_id if step.move else None,
             wecom_tag_id=step.wecom_tag_id,
             set_wecom_tag_id=True,
+            # WeCom's own names: nothing to push back. A rename still reaches the segments.
+            push=False,
         )
         if done is not None:
             report.tags_linked += step.link
@@ -254,7 +262,7 @@ async def push_local(pool: asyncpg.Pool, tenant_id: str, adapter: CorpTagAdapter
                     continue
                 with contextlib.suppress(Conflict):
                     async with conn.transaction():
-                        row = await catalog.update_tag(
+                        row = await edits.update_tag(
                             conn,
                             tenant_id,
                             t.tag_id,
@@ -263,6 +271,7 @@ async def push_local(pool: asyncpg.Pool, tenant_id: str, adapter: CorpTagAdapter
                             group_id=None,
                             wecom_tag_id=ids[t.name],
                             set_wecom_tag_id=True,
+                            push=False,
                         )
                         tags += row is not None
     return groups, tags

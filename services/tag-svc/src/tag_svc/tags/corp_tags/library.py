@@ -1,10 +1,13 @@
 """An in-memory corp tag library with WeCom's semantics: what the local stand-in adapter serves
 (WeCom is unreachable locally and in tests) and what tests seed and change "on the WeCom side".
 
-It answers in WeCom's JSON (:meth:`CorpTagLibrary.list_payload`, :meth:`CorpTagLibrary.add_payload`)
-so a test's HTTP stand-in can serve it as is. Per WeCom's documentation of ``add_corp_tag``: with
-``group_id`` the tags go into that group; else into the group named ``group_name``, created when
-there is none; a tag name the group already has is not created again; a group is never empty.
+It answers in WeCom's JSON (:meth:`CorpTagLibrary.list_payload`, :meth:`CorpTagLibrary.add_payload`,
+:meth:`CorpTagLibrary.edit_payload`, :meth:`CorpTagLibrary.del_payload`) so a test's HTTP stand-in
+can serve it as is. Per WeCom's documentation of ``add_corp_tag``: with ``group_id`` the tags go
+into that group; else into the group named ``group_name``, created when there is none; a tag name
+the group already has is not created again; a group is never empty. ``edit_corp_tag`` renames (or
+reorders) the tag or group of that id; ``del_corp_tag`` deletes the tags and groups named, and a
+group whose last tag goes goes with it.
 """
 
 from __future__ import annotations
@@ -130,6 +133,35 @@ class CorpTagLibrary:
             group.tags.append(tag)
             created.append(tag)
         return {"errcode": 0, "errmsg": "ok", "tag_group": self._group_json(group, created)}
+
+    def edit_payload(self, id: str, *, name: str | None = None, order: int | None = None) -> dict[str, Any]:
+        """``edit_corp_tag``'s answer: the tag or group ``id`` takes ``name`` and/or ``order``.
+        Raises :class:`UnknownCorpTag` when there is no live tag or group of that id."""
+        item: _Tag | _Group
+        try:
+            item = self._tag(id)
+        except UnknownCorpTag:
+            item = self._group(id)
+        if name is not None:
+            item.name = name
+        if order is not None:
+            item.order = order
+        return {"errcode": 0, "errmsg": "ok"}
+
+    def del_payload(self, *, tag_ids: Sequence[str] = (), group_ids: Sequence[str] = ()) -> dict[str, Any]:
+        """``del_corp_tag``'s answer. Raises :class:`UnknownCorpTag` (nothing deleted) when an id
+        is no live tag or group, ``ValueError`` when both lists are empty."""
+        if not tag_ids and not group_ids:
+            raise ValueError("tag_id or group_id required")
+        for tag_id in tag_ids:
+            self._tag(tag_id)
+        for group_id in group_ids:
+            self._group(group_id)
+        for tag_id in tag_ids:
+            self.delete_tag(tag_id)
+        for group_id in group_ids:
+            self.delete_group(group_id)
+        return {"errcode": 0, "errmsg": "ok"}
 
     def add_corp_tag(
         self,

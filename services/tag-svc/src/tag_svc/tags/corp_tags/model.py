@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, TypeVar
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "PullPlan",
     "SyncReport",
     "TagStep",
+    "as_pushed",
     "display_order",
     "parse_corp_tag_group",
     "parse_corp_tag_list",
@@ -141,6 +142,30 @@ def display_order(items: Iterable[W]) -> list[W]:
     return sorted(
         items, key=lambda i: (-i.order, i.create_time, i.group_id if isinstance(i, CorpTagGroup) else i.id)
     )
+
+
+def as_pushed(
+    groups: Sequence[CorpTagGroup],
+    *,
+    renamed: Mapping[str, str],
+    deleted: Iterable[str],
+) -> list[CorpTagGroup]:
+    """WeCom's library as it will be once our pending catalogue pushes are through: the groups
+    and tags of ``renamed`` (WeCom id -> name) take their new names, those of ``deleted`` (tag or
+    group ids) are gone, and so is a group left without tags (WeCom has no empty groups).
+
+    A pull plans against this, so that an edit made here but not pushed yet is neither undone
+    (a renamed tag renamed back) nor resurrected (a deleted tag created again)."""
+    gone = frozenset(deleted)
+    out: list[CorpTagGroup] = []
+    for g in groups:
+        if g.group_id in gone:
+            continue
+        tags = tuple(replace(t, name=renamed.get(t.id, t.name)) for t in g.tags if t.id not in gone)
+        if g.tags and not tags:
+            continue
+        out.append(replace(g, name=renamed.get(g.group_id, g.name), tags=tags))
+    return out
 
 
 # --- the plan ----------------------------------------------------------------------------------

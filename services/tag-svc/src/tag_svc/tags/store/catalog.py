@@ -30,6 +30,8 @@ __all__ = [
     "get_tag",
     "list_groups",
     "list_tags",
+    "lock_group_row",
+    "lock_tag_row",
     "update_group",
     "update_tag",
 ]
@@ -67,6 +69,13 @@ UPDATE tag_groups SET
     updated_at = now()
 WHERE tenant_id = $1 AND group_id = $2 AND deleted_at IS NULL
 RETURNING group_id, name, sort_order, wecom_group_id, created_at, updated_at
+"""
+
+LOCK_GROUP_ROW = """
+SELECT group_id, name, sort_order, wecom_group_id, created_at, updated_at
+FROM tag_groups
+WHERE tenant_id = $1 AND group_id = $2 AND deleted_at IS NULL
+FOR UPDATE
 """
 
 LOCK_GROUP = """
@@ -149,6 +158,14 @@ WITH t AS (
 SELECT t.tag_id, t.group_id, g.name AS group_name, t.name, t.sort_order, t.wecom_tag_id,
        t.created_at, t.updated_at
 FROM t JOIN tag_groups g ON g.tenant_id = t.tenant_id AND g.group_id = t.group_id
+"""
+
+LOCK_TAG_ROW = """
+SELECT t.tag_id, t.group_id, g.name AS group_name, t.name, t.sort_order, t.wecom_tag_id,
+       t.created_at, t.updated_at
+FROM tags t JOIN tag_groups g ON g.tenant_id = t.tenant_id AND g.group_id = t.group_id
+WHERE t.tenant_id = $1 AND t.tag_id = $2 AND t.deleted_at IS NULL
+FOR UPDATE OF t
 """
 
 LOCK_TAG = """
@@ -241,6 +258,12 @@ async def get_group(conn: Executor, tenant_id: str, group_id: uuid.UUID) -> Grou
     return GroupRow(**dict(row)) if row is not None else None
 
 
+async def lock_group_row(conn: Conn, tenant_id: str, group_id: uuid.UUID) -> GroupRow | None:
+    """The live group, locked for an edit until the transaction ends (``None``: no such group)."""
+    row = await conn.fetchrow(LOCK_GROUP_ROW, tenant_id, group_id)
+    return GroupRow(**dict(row)) if row is not None else None
+
+
 async def update_group(
     conn: Executor,
     tenant_id: str,
@@ -285,6 +308,13 @@ async def list_tags(
 
 async def get_tag(conn: Executor, tenant_id: str, tag_id: uuid.UUID) -> TagRow | None:
     row = await conn.fetchrow(SELECT_TAG, tenant_id, tag_id)
+    return TagRow(**dict(row)) if row is not None else None
+
+
+async def lock_tag_row(conn: Conn, tenant_id: str, tag_id: uuid.UUID) -> TagRow | None:
+    """The live tag as it is, locked for an edit until the transaction ends (``None``: no such
+    tag)."""
+    row = await conn.fetchrow(LOCK_TAG_ROW, tenant_id, tag_id)
     return TagRow(**dict(row)) if row is not None else None
 
 

@@ -1,4 +1,9 @@
-"""SQL of the WeCom side: the mark_tag push queue and each tenant's API credentials."""
+"""SQL of the WeCom side: the push queue and each tenant's API credentials.
+
+The queue (``wecom_pushes``) holds three kinds of calls: ``mark_tag`` (a contact's tags on one
+staff member's relation), and the catalogue's ``edit_corp_tag`` (a linked group or tag renamed
+here) and ``del_corp_tag`` (linked groups or tags deleted here), which belong to no contact.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,23 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 from tag_svc.tags.domain import PushPlan
 from tag_svc.tags.store import Conn, Executor
 
 __all__ = [
     "Credentials",
+    "PushKind",
     "QueuedPush",
     "claim_pushes",
     "count_pushes",
     "delete_push",
     "fail_push",
     "get_credentials",
+    "pending_corp_tag_edits",
+    "queue_corp_tag_delete",
+    "queue_corp_tag_edit",
     "queue_pushes",
     "retry_push",
     "upsert_credentials",
@@ -34,10 +44,20 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS x
 ORDER BY x.n
 """
 
+INSERT_CORP_TAG_EDIT = """
+INSERT INTO wecom_pushes (tenant_id, kind, wecom_id, wecom_name) VALUES ($1, 'edit_corp_tag', $2, $3)
+"""
+
+INSERT_CORP_TAG_DELETE = """
+INSERT INTO wecom_pushes (tenant_id, kind, del_tag_ids, del_group_ids)
+VALUES ($1, 'del_corp_tag', $2::text[], $3::text[])
+"""
+
 # The pusher's queue scan, across tenants. Claiming leases a row (pushes it next_attempt_at out by
 # the lease) so that concurrent pushers share the queue and a pusher that dies mid-call only
 # delays its rows. A contact's pushes go out in the order they were queued: a row waits while an
-# older one of the same contact is pending (leased, or backing off).
+# older one of the same contact is pending (leased, or backing off). So do a tenant's catalogue
+# pushes (external_userid NULL): a rename waits for an earlier rename or deletion.
 CLAIM_PUSHES = """
 UPDATE wecom_pushes SET next_attempt_at = now() + $2::interval
 WHERE id IN (
@@ -48,11 +68,23 @@ WHERE id IN (
           WHERE e.tenant_id = p.tenant_id AND e.external_userid = p.external_userid
             AND e.status = 'pending' AND e.id < p.id
       )
+      AND (p.kind = 'mark_tag' OR NOT EXISTS (
+          SELECT 1 FROM wecom_pushes e
+          WHERE e.tenant_id = p.tenant_id AND e.kind <> 'mark_tag'
+            AND e.status = 'pending' AND e.id < p.id
+      ))
     ORDER BY p.id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, tenant_id, external_userid, staff_id, add_tag, remove_tag, attempts
+RETURNING id, tenant_id, kind, external_userid, staff_id, add_tag, remove_tag, wecom_id, wecom_name,
+          del_tag_ids, del_group_ids, attempts
+"""
+
+SELECT_PENDING_CORP_TAG_EDITS = """
+SELECT kind, wecom_id, wecom_name, del_tag_ids, del_group_ids FROM wecom_pushes
+WHERE tenant_id = $1 AND status = 'pending' AND kind <> 'mark_tag'
+ORDER BY id
 """
 
 DELETE_PUSH = "DELETE FROM wecom_pushes WHERE tenant_id = $1 AND id = $2"
@@ -82,15 +114,27 @@ SELECT_CREDENTIALS = (
 )
 
 
+PushKind = Literal["mark_tag", "edit_corp_tag", "del_corp_tag"]
+
+
 @dataclass(frozen=True, slots=True)
 class QueuedPush:
+    """A leased row of the queue. ``mark_tag``: ``external_userid``, ``staff_id`` (``None``: the
+    pusher chooses), ``add_tag``/``remove_tag``. ``edit_corp_tag``: ``wecom_id`` (a tag's or a
+    group's) and its new ``wecom_name``. ``del_corp_tag``: ``del_tag_ids``, ``del_group_ids``."""
+
     id: int
     tenant_id: str
-    external_userid: str
+    external_userid: str | None
     staff_id: str | None
     add_tag: tuple[str, ...]
     remove_tag: tuple[str, ...]
     attempts: int
+    kind: PushKind = "mark_tag"
+    wecom_id: str | None = None
+    wecom_name: str | None = None
+    del_tag_ids: tuple[str, ...] = ()
+    del_group_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +160,34 @@ async def queue_pushes(conn: Conn, tenant_id: str, plans: Sequence[PushPlan]) ->
         )
 
 
+async def queue_corp_tag_edit(conn: Conn, tenant_id: str, wecom_id: str, name: str) -> None:
+    """Queue renaming WeCom tag or group ``wecom_id`` to ``name`` (edit_corp_tag), inside the
+    transaction of the local rename."""
+    await conn.execute(INSERT_CORP_TAG_EDIT, tenant_id, wecom_id, name)
+
+
+async def queue_corp_tag_delete(
+    conn: Conn, tenant_id: str, *, tag_ids: Sequence[str] = (), group_ids: Sequence[str] = ()
+) -> None:
+    """Queue deleting WeCom tags and groups (del_corp_tag), inside the transaction of the local
+    deletion; nothing when both are empty."""
+    if tag_ids or group_ids:
+        await conn.execute(INSERT_CORP_TAG_DELETE, tenant_id, list(tag_ids), list(group_ids))
+
+
+async def pending_corp_tag_edits(conn: Executor, tenant_id: str) -> tuple[dict[str, str], set[str]]:
+    """The catalogue pushes still to go (not failed ones): the new names by WeCom id (the latest
+    rename of each), and the WeCom tag and group ids to delete."""
+    renamed: dict[str, str] = {}
+    deleted: set[str] = set()
+    for r in await conn.fetch(SELECT_PENDING_CORP_TAG_EDITS, tenant_id):
+        if r["kind"] == "edit_corp_tag":
+            renamed[r["wecom_id"]] = r["wecom_name"]
+        else:
+            deleted.update(r["del_tag_ids"], r["del_group_ids"])
+    return renamed, deleted
+
+
 async def claim_pushes(conn: Executor, limit: int, lease: timedelta) -> list[QueuedPush]:
     """Lease up to ``limit`` due pushes of any tenant for ``lease``, oldest first."""
     rows = await conn.fetch(CLAIM_PUSHES, limit, lease)
@@ -129,6 +201,11 @@ async def claim_pushes(conn: Executor, limit: int, lease: timedelta) -> list[Que
             add_tag=tuple(r["add_tag"]),
             remove_tag=tuple(r["remove_tag"]),
             attempts=r["attempts"],
+            kind=r["kind"],
+            wecom_id=r["wecom_id"],
+            wecom_name=r["wecom_name"],
+            del_tag_ids=tuple(r["del_tag_ids"]),
+            del_group_ids=tuple(r["del_group_ids"]),
         )
         for r in rows
     ]
