@@ -12,6 +12,9 @@ Names start with ``seg_`` so they never shadow the tag tests' fixtures (tests/co
 - ``seg_worker``: the processor's consume loop (partitions assigned directly: no group join
   wait), the schedule and the backfill, all on the app's pool and producer.
 - ``seg_events``, ``seg_send``, ``seg_published``: build, produce and read back events.
+
+And, for the HTTP adapter's tests (corp tag sync, pushes), ``wecom_server``: WeCom's token and
+corp tag APIs on a real socket (:mod:`wecom_standin`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ from scrm_shared.service.worker import WorkerDeps
 from scrm_shared.testing.plugin import wait_for
 from tag_svc.config import TagSettings
 from tag_svc.processor import TOPICS, SegmentBackfiller, SegmentScheduler, build_segment_handler
+
+from .wecom_standin import WeComServer, serving
 
 START = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)  # 18:00 on 1 May in Shanghai
 SELECT_UNSENT = "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
@@ -435,3 +440,11 @@ def seg_assigned_consumer(
         return await assigned_consumer(kafka_bootstrap, seg_topics, seg_deps, seg_clock)
 
     return make
+
+
+@pytest_asyncio.fixture
+async def wecom_server() -> AsyncIterator[WeComServer]:
+    """A WeCom stand-in on a free local port, its library empty: tests seed ``wecom_server.library``
+    and point the HTTP adapter at ``wecom_server.base_url``."""
+    async with serving(WeComServer()) as wecom:
+        yield wecom

@@ -4,30 +4,22 @@ against a WeCom stand-in served on a real socket."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from fastapi import FastAPI
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from scrm_shared.service import create_service_app
 from scrm_shared.testing.plugin import asgi_client
 from tag_svc.config import TagSettings
 from tag_svc.main import SPEC
-from tag_svc.tags.corp_tags import CorpTagLibrary, NewCorpTag
 from tag_svc.tags.wecom import RecordingAdapter
+
+from .wecom_standin import SECRET, WeComServer
 
 pytestmark = pytest.mark.integration
 
@@ -300,89 +292,6 @@ async def test_a_rename_closing_a_tag_rule_cycle_is_skipped_and_reported(
 
 
 # --- the HTTP adapter against a WeCom stand-in on a real socket --------------------------------
-
-SECRET = "corp-tag-s3cret"
-
-
-@dataclass
-class WeComServer:
-    """gettoken, get_corp_tag_list and add_corp_tag over HTTP, as WeCom answers them, on a
-    per-corp :class:`CorpTagLibrary`; ``errcodes`` answer the next calls of an API."""
-
-    library: CorpTagLibrary = field(default_factory=CorpTagLibrary)
-    requests: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = field(default_factory=list)
-    errcodes: dict[str, list[int]] = field(default_factory=dict)
-    tokens: int = 0
-    base_url: str = ""
-
-    def app(self) -> Starlette:
-        async def gettoken(request: Request) -> JSONResponse:
-            self.requests.append(("gettoken", dict(request.query_params), None))
-            if request.query_params.get("corpsecret") != SECRET:
-                return JSONResponse({"errcode": 40001, "errmsg": "invalid secret"})
-            self.tokens += 1
-            return JSONResponse({"errcode": 0, "access_token": f"tok-{self.tokens}", "expires_in": 7200})
-
-        async def api(request: Request) -> JSONResponse:
-            name = request.path_params["api"]
-            body = await request.json()
-            self.requests.append((name, dict(request.query_params), body))
-            if request.query_params.get("access_token") != f"tok-{self.tokens}":
-                return JSONResponse({"errcode": 42001, "errmsg": "access_token expired"})
-            pending = self.errcodes.get(name) or []
-            if pending:
-                return JSONResponse({"errcode": pending.pop(0), "errmsg": "refused"})
-            if name == "get_corp_tag_list":
-                return JSONResponse(self.library.list_payload())
-            tags = [NewCorpTag(t["name"], t.get("order", 0)) for t in body["tag"]]
-            payload = self.library.add_payload(
-                group_id=body.get("group_id"),
-                group_name=body.get("group_name"),
-                order=body.get("order", 0),
-                tags=tags,
-            )
-            return JSONResponse(payload)
-
-        return Starlette(
-            routes=[
-                Route("/cgi-bin/gettoken", gettoken, methods=["GET"]),
-                Route("/cgi-bin/externalcontact/{api}", api, methods=["POST"]),
-            ]
-        )
-
-
-class _Server(uvicorn.Server):
-    # The test process owns the signals.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@pytest_asyncio.fixture
-async def wecom_server() -> AsyncIterator[WeComServer]:
-    wecom = WeComServer()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = _Server(
-        uvicorn.Config(wecom.app(), lifespan="off", access_log=False, log_config=None, ws="none")
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-
-    async def up() -> None:
-        # uvicorn offers no "started" event: poll its flag, failing fast if it died.
-        while not server.started:
-            assert not task.done(), "stand-in stopped during start-up"
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(up(), 10)
-    wecom.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/cgi-bin"
-    try:
-        yield wecom
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @pytest_asyncio.fixture

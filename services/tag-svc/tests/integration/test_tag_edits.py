@@ -14,10 +14,8 @@ stand-in and through the HTTP adapter against a WeCom stand-in on a real socket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,25 +24,20 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from scrm_shared.events import ContactTaggedEvent
 from scrm_shared.service.worker import WorkerDeps
 from scrm_shared.testing.plugin import wait_for
 from tag_svc.config import TagSettings
-from tag_svc.tags.corp_tags import CorpTagLibrary
-from tag_svc.tags.corp_tags.library import UnknownCorpTag
 from tag_svc.tags.jobs import run_tag_jobs
 from tag_svc.tags.name_syncs import NameSyncRunner
 from tag_svc.tags.pushes import Pusher
 from tag_svc.tags.store import name_syncs
 from tag_svc.tags.wecom import DelCorpTagCall, EditCorpTagCall, RecordingAdapter, open_http_adapter
+
+from .wecom_standin import SECRET, WeComServer
 
 pytestmark = pytest.mark.integration
 
@@ -433,89 +426,6 @@ async def test_a_pull_before_the_pushes_went_out_keeps_the_edits_made_here(
 
 
 # --- WeCom: the HTTP adapter against a stand-in on a real socket -------------------------------
-
-SECRET = "tag-edits-s3cret"
-
-
-@dataclass
-class WeComServer:
-    """gettoken, edit_corp_tag and del_corp_tag over HTTP, as WeCom answers them, on a
-    :class:`CorpTagLibrary`; ``errcodes`` answer the next calls of an API."""
-
-    library: CorpTagLibrary = field(default_factory=CorpTagLibrary)
-    requests: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = field(default_factory=list)
-    errcodes: dict[str, list[int]] = field(default_factory=dict)
-    tokens: int = 0
-    base_url: str = ""
-
-    def app(self) -> Starlette:
-        async def gettoken(request: Request) -> JSONResponse:
-            self.requests.append(("gettoken", dict(request.query_params), None))
-            if request.query_params.get("corpsecret") != SECRET:
-                return JSONResponse({"errcode": 40001, "errmsg": "invalid secret"})
-            self.tokens += 1
-            return JSONResponse({"errcode": 0, "access_token": f"tok-{self.tokens}", "expires_in": 7200})
-
-        async def api(request: Request) -> JSONResponse:
-            name = request.path_params["api"]
-            body = await request.json()
-            self.requests.append((name, dict(request.query_params), body))
-            if request.query_params.get("access_token") != f"tok-{self.tokens}":
-                return JSONResponse({"errcode": 42001, "errmsg": "access_token expired"})
-            pending = self.errcodes.get(name) or []
-            if pending:
-                return JSONResponse({"errcode": pending.pop(0), "errmsg": "refused"})
-            try:
-                if name == "edit_corp_tag":
-                    return JSONResponse(self.library.edit_payload(body["id"], name=body.get("name")))
-                if name == "del_corp_tag":
-                    return JSONResponse(
-                        self.library.del_payload(
-                            tag_ids=body.get("tag_id", []), group_ids=body.get("group_id", [])
-                        )
-                    )
-            except UnknownCorpTag:
-                return JSONResponse({"errcode": 40068, "errmsg": "invalid tagid"})
-            return JSONResponse({"errcode": 48002, "errmsg": "api forbidden"})
-
-        return Starlette(
-            routes=[
-                Route("/cgi-bin/gettoken", gettoken, methods=["GET"]),
-                Route("/cgi-bin/externalcontact/{api}", api, methods=["POST"]),
-            ]
-        )
-
-
-class _Server(uvicorn.Server):
-    # The test process owns the signals.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@pytest_asyncio.fixture
-async def wecom_server() -> AsyncIterator[WeComServer]:
-    wecom = WeComServer()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = _Server(
-        uvicorn.Config(wecom.app(), lifespan="off", access_log=False, log_config=None, ws="none")
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-
-    async def up() -> bool:
-        assert not task.done(), "stand-in stopped during start-up"
-        return bool(server.started)
-
-    await wait_for(up, timeout=10, interval=0.01)
-    wecom.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/cgi-bin"
-    try:
-        yield wecom
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def test_the_http_adapter_pushes_renames_and_deletions_through_wecoms_api(

@@ -17,6 +17,8 @@ rule, and pushing the changes made here back to WeCom.
   the old or the new name, in chunks;
 - :mod:`tag_svc.tags.jobs`: the bulk job runner, which also runs the name syncs (a worker
   background task);
+- :mod:`tag_svc.tags.chunked`: what both runners share (claim a due row, apply one chunk per
+  transaction, retry, give up);
 - :mod:`tag_svc.tags.wecom`: the WeCom adapters (mark_tag, the corp tag library) and the
   access-token provider;
 - :mod:`tag_svc.tags.pushes`: the background task that drains the push queue.

@@ -19,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import ClassVar
 
-import asyncpg
 from prometheus_client import Counter
 
 from scrm_shared.service import WorkerDeps
 from tag_svc.config import TagSettings
 from tag_svc.tags import tagging
+from tag_svc.tags.chunked import CHUNK_SIZE, ChunkedRunner
 from tag_svc.tags.domain import Actor, job_status, next_chunk
 from tag_svc.tags.name_syncs import NameSyncRunner
 from tag_svc.tags.store import Conn, catalog, contacts
@@ -36,58 +37,21 @@ __all__ = ["JobRunner", "run_tag_jobs"]
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 1000
-MAX_ATTEMPTS = 5
-RETRY_WAIT = timedelta(seconds=5)
-
 JOB_CHUNKS = Counter(
     "scrm_tag_job_chunks", "Bulk tag job chunks, by outcome (applied, failed, job-failed).", ["outcome"]
 )
 
 
-class JobRunner:
+class JobRunner(ChunkedRunner[store.JobRow]):
     """Works through pending tag jobs of every tenant, one chunk per call."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        chunk_size: int = CHUNK_SIZE,
-        max_attempts: int = MAX_ATTEMPTS,
-        retry_wait: timedelta = RETRY_WAIT,
-    ) -> None:
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        self.pool = pool
-        self.chunk_size = chunk_size
-        self.max_attempts = max_attempts
-        self.retry_wait = retry_wait
+    chunks: ClassVar[Counter] = JOB_CHUNKS
+    given_up: ClassVar[str] = "job-failed"
+    logger: ClassVar[logging.Logger] = log
+    failure_message: ClassVar[str] = "tag job chunk failed"
 
-    async def run_chunk(self) -> bool:
-        """Apply the next chunk of the next due job; ``False`` when no job was due."""
-        job: store.JobRow | None = None
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                job = await store.claim_job(conn)
-                if job is None:
-                    return False
-                outcome = await self._chunk(conn, job)
-        except Exception as exc:
-            if job is None:
-                raise
-            await self._failed(job, exc)
-            return True
-        JOB_CHUNKS.labels(outcome).inc()
-        return True
-
-    async def run_until_idle(self, max_chunks: int | None = None) -> int:
-        """Apply chunks until no job is due (or ``max_chunks`` were applied); returns how many."""
-        done = 0
-        while max_chunks is None or done < max_chunks:
-            if not await self.run_chunk():
-                break
-            done += 1
-        return done
+    async def _claim(self, conn: Conn) -> store.JobRow | None:
+        return await store.claim_job(conn)
 
     async def _chunk(self, conn: Conn, job: store.JobRow) -> str:
         """Apply one chunk of ``job`` in the caller's transaction; returns the outcome."""
@@ -123,22 +87,13 @@ class JobRunner:
             await catalog.drop_deleted_tag(conn, job.tenant_id, job.tag_id, tag.group_id)
         return "applied"
 
-    async def _failed(self, job: store.JobRow, exc: Exception) -> None:
-        # No traceback: database errors may quote row values (customer ids) in their detail.
-        error = type(exc).__name__
-        attempts = await store.record_failure(
+    async def _record_failure(self, job: store.JobRow, error: str) -> int:
+        return await store.record_failure(
             self.pool, job.tenant_id, job.job_id, wait=self.retry_wait, error=error
         )
-        if attempts >= self.max_attempts:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await store.fail_job(conn, job.tenant_id, job.job_id, error)
-            JOB_CHUNKS.labels("job-failed").inc()
-        else:
-            JOB_CHUNKS.labels("failed").inc()
-        log.warning(
-            "tag job chunk failed",
-            extra={"tenant_id": job.tenant_id, "error_type": error, "attempts": attempts},
-        )
+
+    async def _give_up(self, conn: Conn, job: store.JobRow, error: str) -> None:
+        await store.fail_job(conn, job.tenant_id, job.job_id, error)
 
 
 async def run_tag_jobs(deps: WorkerDeps, stop: asyncio.Event) -> None:

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import ClassVar, Unpack
 
 import asyncpg
 from prometheus_client import Counter
@@ -39,6 +40,7 @@ from tag_svc.processor.store import catalog as segment_catalog
 from tag_svc.processor.store.profiles import profile_of
 from tag_svc.processor.tenants import SegmentCache, ensure_rfm, timezones
 from tag_svc.segments import Profile, day_in
+from tag_svc.tags.chunked import ChunkedRunner, ChunkOptions
 from tag_svc.tags.domain import job_status, next_chunk
 from tag_svc.tags.rules.model import tag_reads
 from tag_svc.tags.store import Conn
@@ -49,9 +51,6 @@ __all__ = ["NameSyncRunner"]
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 1000
-MAX_ATTEMPTS = 5
-RETRY_WAIT = timedelta(seconds=5)
 TAGS_CHANGED = frozenset({"tags"})
 
 SYNC_CHUNKS = Counter(
@@ -61,54 +60,25 @@ SYNC_CHUNKS = Counter(
 )
 
 
-class NameSyncRunner:
+class NameSyncRunner(ChunkedRunner[store.NameSyncRow]):
     """Works through pending name syncs of every tenant, one chunk per call."""
 
+    chunks: ClassVar[Counter] = SYNC_CHUNKS
+    given_up: ClassVar[str] = "sync-failed"
+    logger: ClassVar[logging.Logger] = log
+    failure_message: ClassVar[str] = "tag name sync chunk failed"
+
     def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        chunk_size: int = CHUNK_SIZE,
-        max_attempts: int = MAX_ATTEMPTS,
-        retry_wait: timedelta = RETRY_WAIT,
-        clock: Clock = utc_now,
+        self, pool: asyncpg.Pool, *, clock: Clock = utc_now, **options: Unpack[ChunkOptions]
     ) -> None:
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        self.pool = pool
-        self.chunk_size = chunk_size
-        self.max_attempts = max_attempts
-        self.retry_wait = retry_wait
+        super().__init__(pool, **options)
         self.clock = clock
         self.cache = SegmentCache()
 
-    async def run_chunk(self) -> bool:
-        """Apply the next chunk of the next due sync; ``False`` when none was due."""
-        sync: store.NameSyncRow | None = None
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                sync = await store.claim_sync(conn)
-                if sync is None:
-                    return False
-                await self._chunk(conn, sync)
-        except Exception as exc:
-            if sync is None:
-                raise
-            await self._failed(sync, exc)
-            return True
-        SYNC_CHUNKS.labels("applied").inc()
-        return True
+    async def _claim(self, conn: Conn) -> store.NameSyncRow | None:
+        return await store.claim_sync(conn)
 
-    async def run_until_idle(self, max_chunks: int | None = None) -> int:
-        """Apply chunks until no sync is due (or ``max_chunks`` were applied); returns how many."""
-        done = 0
-        while max_chunks is None or done < max_chunks:
-            if not await self.run_chunk():
-                break
-            done += 1
-        return done
-
-    async def _chunk(self, conn: Conn, sync: store.NameSyncRow) -> None:
+    async def _chunk(self, conn: Conn, sync: store.NameSyncRow) -> str:
         limit = next_chunk(sync.total, sync.processed, self.chunk_size)
         euids = (
             await items.take_items(conn, sync.tenant_id, sync.sync_id, processed=sync.processed, limit=limit)
@@ -121,6 +91,7 @@ class NameSyncRunner:
         # Fewer items than the counters promise can only mean they are gone: the sync is over.
         status = job_status(sync.total, processed) if euids else "done"
         await store.advance_sync(conn, sync.tenant_id, sync.sync_id, processed=len(euids), status=status)
+        return "applied"
 
     async def _apply(self, conn: Conn, sync: store.NameSyncRow, euids: list[str]) -> None:
         tenant_id = sync.tenant_id
@@ -162,19 +133,10 @@ class NameSyncRunner:
         rfm = await ensure_rfm(conn, tenant_id, today) if any(s.uses_rfm for s in segments) else None
         return TenantView(tenant_id, tz, today, segments, rfm)
 
-    async def _failed(self, sync: store.NameSyncRow, exc: Exception) -> None:
-        # No traceback: database errors may quote row values (customer ids) in their detail.
-        error = type(exc).__name__
-        attempts = await store.record_failure(
+    async def _record_failure(self, sync: store.NameSyncRow, error: str) -> int:
+        return await store.record_failure(
             self.pool, sync.tenant_id, sync.sync_id, wait=self.retry_wait, error=error
         )
-        if attempts >= self.max_attempts:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await store.fail_sync(conn, sync.tenant_id, sync.sync_id, error)
-            SYNC_CHUNKS.labels("sync-failed").inc()
-        else:
-            SYNC_CHUNKS.labels("failed").inc()
-        log.warning(
-            "tag name sync chunk failed",
-            extra={"tenant_id": sync.tenant_id, "error_type": error, "attempts": attempts},
-        )
+
+    async def _give_up(self, conn: Conn, sync: store.NameSyncRow, error: str) -> None:
+        await store.fail_sync(conn, sync.tenant_id, sync.sync_id, error)
