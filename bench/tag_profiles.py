@@ -6,8 +6,9 @@ facts from set-based SQL (``INSERT ... SELECT`` over ``generate_series``; pseudo
 item lines (channels, stores and categories as in bench.tag_segments; ~600k buyers, a VIP group
 buying more), 2% of them refunded, ``MESSAGES`` messages, one friend-add per contact plus re-adds
 of one in ten, tags on a share of the contacts, first adds spread over three years (recent ones
-more often). Facts go in in day order, as they arrive in production. The secondary indexes and the
-lines' foreign key are dropped for the load and rebuilt after it (the same definitions), then
+more often). Facts go in in day order, as they arrive in production; item lines carry their order's
+contact and day, as the processor writes them. The secondary indexes (and any foreign key of these
+tables) are dropped for the load and rebuilt after it (the same definitions), then
 VACUUM ANALYZE (as autovacuum would leave the tables) and a CHECKPOINT (so the load's writes are
 not flushed during the measurements). Figure: the seconds all of that took.
 
@@ -53,6 +54,7 @@ from scrm_shared.kafka.producer import create_producer
 from scrm_shared.kafka.topics import TopicSpec, ensure_topics, platform_topics
 from scrm_shared.service.worker import WorkerDeps
 from tag_svc.config import TagSettings
+from tag_svc.processor import build_segment_handler
 from tag_svc.processor.store import catalog
 from tag_svc.processor.tenants import ensure_rfm, timezones
 from tag_svc.segments import SqlParams, compile_sql, day_in, parse_rule, uses_rfm
@@ -183,9 +185,11 @@ FROM ({_ORDERS}) o,
      LATERAL (SELECT sum(x.amount) AS total FROM generate_series(0, o.nlines - 1) AS g, {_LINE}) t
 ORDER BY o.day
 """
+# Lines carry their order's contact and day, as the processor writes them (migration 0007).
 SEED_ORDER_LINES = f"""
-INSERT INTO profile_fact_lines (tenant_id, event_type, event_key, line_no, category, sku, amount)
-SELECT $1, 'order-placed', o.key, g, x.category, x.sku, x.amount
+INSERT INTO profile_fact_lines (tenant_id, event_type, event_key, line_no, external_userid, day, category, sku,
+                                amount)
+SELECT $1, 'order-placed', o.key, g, o.euid, o.day, x.category, x.sku, x.amount
 FROM ({_ORDERS}) o, generate_series(0, o.nlines - 1) AS g, {_LINE}
 """
 # 2% of the orders are refunded: their first line, on the order's day with its channel and store.
@@ -198,8 +202,9 @@ WHERE o.h % 50 = 7
 ORDER BY o.day
 """
 SEED_REFUND_LINES = f"""
-INSERT INTO profile_fact_lines (tenant_id, event_type, event_key, line_no, category, sku, amount)
-SELECT $1, 'order-refunded', 'RF' || substr(o.key, 4), 0, x.category, x.sku, -x.amount
+INSERT INTO profile_fact_lines (tenant_id, event_type, event_key, line_no, external_userid, day, category, sku,
+                                amount)
+SELECT $1, 'order-refunded', 'RF' || substr(o.key, 4), 0, o.euid, o.day, x.category, x.sku, -x.amount
 FROM ({_ORDERS}) o, generate_series(0, 0) AS g, {_LINE}
 WHERE o.h % 50 = 7
 """
@@ -320,7 +325,7 @@ async def _process(dsn: str, schema: str, bootstrap: str, topic: str, events: in
     await producer.start()
     settings = TagSettings(kafka_bootstrap=bootstrap, database_url=dsn, db_schema=schema)
     deps = WorkerDeps(pool=pool, producer=producer, settings=settings, service="tag-svc")
-    consumer = await assigned(bootstrap, topic, deps)
+    consumer = await assigned(bootstrap, topic, deps, build_segment_handler(deps))
     relay = OutboxRelay(pool, producer, service="tag-svc")
     stop = asyncio.Event()
     relay_task = asyncio.create_task(relay.run(stop))

@@ -36,7 +36,7 @@ class TagSettings(ServiceSettings):
     # The live segment processor: transactions a batch is applied in side by side (split by
     # contact), and how many facts it keeps in memory between batches (0: none).
     tag_segment_lanes: int = Field(default=2, ge=1, le=8)
-    tag_segment_fact_cache_facts: int = Field(default=500_000, ge=0)
+    tag_segment_fact_cache_facts: int = Field(default=200_000, ge=0)
 
     @property
     def effective_wecom_adapter(self) -> Literal["recording", "http"]:

@@ -127,7 +127,14 @@ def _comparison(rnd: random.Random, bounds: list[Any]) -> dict[str, Any]:
 
 
 def _window(rnd: random.Random) -> dict[str, Any]:
-    if rnd.random() < 0.6:
+    pick = rnd.random()
+    if pick < 0.12:
+        # Long windows whose far end meets the lapsed customers' facts near the horizon: line
+        # filters there read lines by their own day (migration 0007), not their fact's.
+        if pick < 0.06:
+            return {"within_days": rnd.randint(3630, 3650)}
+        return {"between_days_ago": [rnd.randint(0, 25), rnd.randint(3620, 3649)]}
+    if pick < 0.6:
         return {"within_days": rnd.randint(1, 25)}
     return {"between_days_ago": sorted([rnd.randint(0, 25), rnd.randint(0, 25)])}
 
@@ -441,8 +448,30 @@ def _fact_shape_profiles(tenant: str) -> list[Profile]:
             tenant,
             "wm-old-buyer",
             facts=(
-                Fact("order-placed", "o6", d(3650), amount=Decimal(500)),
-                Fact("order-placed", "o7", d(3649), amount=Decimal(500)),
+                Fact(
+                    "order-placed",
+                    "o6",
+                    d(3650),
+                    "pos",
+                    amount=Decimal(500),
+                    lines=(_line("护肤", "A", "500"),),
+                ),
+                Fact(
+                    "order-placed",
+                    "o7",
+                    d(3649),
+                    "mall",
+                    amount=Decimal(500),
+                    lines=(_line("护肤", "A", "300"), _line("护肤", "B", "200")),
+                ),
+                Fact(
+                    "order-refunded",
+                    "r7",
+                    d(3649),
+                    "mall",
+                    amount=Decimal(-200),
+                    lines=(_line("护肤", "B", "-200"),),
+                ),
                 Fact("message-sent", "m4", d(0), kind="broadcast"),
             ),
         ),
@@ -471,6 +500,24 @@ _EVENT_SHAPES: list[dict[str, Any]] = [
     {"event": "friend-added", "count": {"gte": 1}, "within_days": 10, "state": "p1", "store_id": "s1"},
     {"rfm": "重要价值客户"},
     {"rfm": "一般挽留客户"},
+    # Line filters over long windows, whose edge passes the old buyer's orders as the days go by.
+    {"event": "order-placed", "amount": {"gte": "300"}, "within_days": 3650, "category": "护肤"},
+    {"event": "order-placed", "count": {"gte": 2}, "within_days": 3650, "category": ["护肤", "彩妆"]},
+    {"event": "order-placed", "distinct_days": {"eq": 1}, "between_days_ago": [1, 3649], "sku": "B"},
+    {
+        "event": "order-placed",
+        "count": {"gte": 1},
+        "within_days": 3650,
+        "category": "护肤",
+        "channel": "mall",
+    },
+    {
+        "event": "order-placed",
+        "amount": {"lt": "400"},
+        "within_days": 3650,
+        "sku": ["A", "B"],
+        "channel": "pos",
+    },
 ]
 
 

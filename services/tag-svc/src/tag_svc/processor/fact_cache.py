@@ -58,7 +58,7 @@ class FactCache:
     as long as its orders and messages: bounding contacts alone would not bound memory); each
     entry valid for one ``profiles.facts_seq``."""
 
-    def __init__(self, capacity: int = 500_000) -> None:
+    def __init__(self, capacity: int = 200_000) -> None:
         if capacity < 0:
             raise ValueError("capacity must not be negative")
         self.capacity = capacity

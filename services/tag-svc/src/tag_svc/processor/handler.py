@@ -82,7 +82,7 @@ _RETRIES = 3
 
 
 def build_segment_handler(
-    deps: WorkerDeps, *, clock: Clock = utc_now, lanes: int = 2, fact_cache_size: int = 500_000
+    deps: WorkerDeps, *, clock: Clock = utc_now, lanes: int = 2, fact_cache_size: int = 200_000
 ) -> Handler:
     """The batch handler of the segment processor (``clock`` gives "now": tests move it).
 

@@ -112,9 +112,12 @@ ON CONFLICT (tenant_id, event_type, event_key) DO NOTHING
 RETURNING event_type, event_key
 """
 
+# A line carries its fact's contact and day (migration 0007: previews filter lines by them).
 INSERT_FACT_LINES = """
-INSERT INTO profile_fact_lines (tenant_id, event_type, event_key, line_no, category, sku, amount)
-SELECT $1, x.* FROM unnest($2::text[], $3::text[], $4::integer[], $5::text[], $6::text[], $7::numeric[]) AS x
+INSERT INTO profile_fact_lines (tenant_id, event_type, event_key, line_no, external_userid, day, category,
+                                sku, amount)
+SELECT $1, x.* FROM unnest($2::text[], $3::text[], $4::integer[], $5::text[], $6::date[], $7::text[],
+                           $8::text[], $9::numeric[]) AS x
 ON CONFLICT (tenant_id, event_type, event_key, line_no) DO NOTHING
 """
 
@@ -156,8 +159,15 @@ WHERE tenant_id = $1 AND external_userid = ANY($2::text[]) AND present
 GROUP BY external_userid
 """
 
-# Erasure (PIPL): facts (their lines cascade), follows, tags and identities go; the profile row
-# stays as the tombstone (status 'erased', no attributes) so later events never recreate it.
+# Erasure (PIPL): facts and their lines, follows, tags and identities go; the profile row stays
+# as the tombstone (status 'erased', no attributes) so later events never recreate it. The lines
+# go first, found through the contact's facts (the facts' contact index and the lines' primary
+# key: the lines have no index by contact).
+ERASE_LINES = """
+DELETE FROM profile_fact_lines l USING profile_facts f
+WHERE f.tenant_id = $1 AND f.external_userid = ANY($2::text[])
+  AND l.tenant_id = f.tenant_id AND l.event_type = f.event_type AND l.event_key = f.event_key
+"""
 ERASE_FACTS = "DELETE FROM profile_facts WHERE tenant_id = $1 AND external_userid = ANY($2::text[])"
 ERASE_FOLLOWS = "DELETE FROM segment_follows WHERE tenant_id = $1 AND external_userid = ANY($2::text[])"
 ERASE_TAGS = "DELETE FROM segment_contact_tags WHERE tenant_id = $1 AND external_userid = ANY($2::text[])"
@@ -264,12 +274,14 @@ async def insert_facts(
         ):
             col.append(value)
     new = await conn.fetch(INSERT_FACTS, tenant_id, *cols)
-    line_cols: list[list[Any]] = [[] for _ in range(6)]
+    line_cols: list[list[Any]] = [[] for _ in range(8)]
     for r in new:
-        _, fact = first[(r["event_type"], r["event_key"])]
+        euid, fact = first[(r["event_type"], r["event_key"])]
         for n, line in enumerate(fact.lines):
             for col, value in zip(
-                line_cols, (fact.event_type, fact.key, n, line.category, line.sku, line.amount), strict=True
+                line_cols,
+                (fact.event_type, fact.key, n, euid, fact.day, line.category, line.sku, line.amount),
+                strict=True,
             ):
                 col.append(value)
     if line_cols[0]:
@@ -323,5 +335,5 @@ async def tag_names(conn: Conn, tenant_id: str, euids: Collection[str]) -> dict[
 async def erase(conn: Conn, tenant_id: str, euids: Collection[str]) -> None:
     """Drop the personal data of ``euids`` and leave their tombstones (rows already locked)."""
     keys = sorted(euids)
-    for statement in (ERASE_FACTS, ERASE_FOLLOWS, ERASE_TAGS, ERASE_LINKS, ERASE_PROFILES):
+    for statement in (ERASE_LINES, ERASE_FACTS, ERASE_FOLLOWS, ERASE_TAGS, ERASE_LINKS, ERASE_PROFILES):
         await conn.execute(statement, tenant_id, keys)
