@@ -21,7 +21,7 @@ import asyncpg
 from tag_svc.processor.model import ContactTagChange, FollowChange
 from tag_svc.processor.store import Conn
 from tag_svc.segments import Fact, FactLine, Profile
-from tag_svc.segments.sql import UPSERT_PROFILE, profile_args
+from tag_svc.segments.sql import UPSERT_PROFILE, fact_columns, profile_args
 
 __all__ = [
     "bump_facts_seq",
@@ -256,22 +256,7 @@ async def insert_facts(
         return []
     cols: list[list[Any]] = [[] for _ in range(10)]
     for euid, f in first.values():
-        for col, value in zip(
-            cols,
-            (
-                f.event_type,
-                f.key,
-                euid,
-                f.day,
-                f.channel,
-                f.store_id,
-                f.state,
-                f.kind,
-                f.campaign_id,
-                f.amount,
-            ),
-            strict=True,
-        ):
+        for col, value in zip(cols, fact_columns(euid, f), strict=True):
             col.append(value)
     new = await conn.fetch(INSERT_FACTS, tenant_id, *cols)
     line_cols: list[list[Any]] = [[] for _ in range(8)]

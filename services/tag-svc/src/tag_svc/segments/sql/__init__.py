@@ -51,6 +51,7 @@ from tag_svc.segments.sql.writes import (
     INSERT_FACT_LINE,
     UPSERT_PROFILE,
     fact_args,
+    fact_columns,
     fact_line_args,
     profile_args,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "SqlParams",
     "compile_sql",
     "fact_args",
+    "fact_columns",
     "fact_line_args",
     "profile_args",
     "rfm_class_counts_query",

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tag_svc.segments.profile import Profile
+from tag_svc.segments.profile import Fact, Profile
 
 __all__ = [
     "INSERT_FACT",
     "INSERT_FACT_LINE",
     "UPSERT_PROFILE",
     "fact_args",
+    "fact_columns",
     "fact_line_args",
     "profile_args",
 ]
@@ -60,24 +61,26 @@ def profile_args(profile: Profile) -> tuple[Any, ...]:
     )
 
 
+def fact_columns(external_userid: str, f: Fact) -> tuple[Any, ...]:
+    """A fact's columns after ``tenant_id``, in :data:`INSERT_FACT`'s order (the processor's
+    batch insert takes the same columns as arrays)."""
+    return (
+        f.event_type,
+        f.key,
+        external_userid,
+        f.day,
+        f.channel,
+        f.store_id,
+        f.state,
+        f.kind,
+        f.campaign_id,
+        f.amount,
+    )
+
+
 def fact_args(profile: Profile) -> list[tuple[Any, ...]]:
     """Arguments of :data:`INSERT_FACT`, one tuple per fact of ``profile``."""
-    return [
-        (
-            profile.tenant_id,
-            f.event_type,
-            f.key,
-            profile.external_userid,
-            f.day,
-            f.channel,
-            f.store_id,
-            f.state,
-            f.kind,
-            f.campaign_id,
-            f.amount,
-        )
-        for f in profile.facts
-    ]
+    return [(profile.tenant_id, *fact_columns(profile.external_userid, f)) for f in profile.facts]
 
 
 def fact_line_args(profile: Profile) -> list[tuple[Any, ...]]:
