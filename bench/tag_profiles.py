@@ -46,15 +46,18 @@ from typing import Any
 import asyncpg
 
 from bench.harness import BenchContext, Figure
-from bench.tag_segments import PARTITIONS, RULES, TENANT, assigned, define_segments, order_event, produce
+from bench.tag_segments import (
+    PARTITIONS,
+    RULES,
+    TENANT,
+    define_segments,
+    order_event,
+    produce,
+    standalone_processor,
+)
 from scrm_shared.db.migrations import migrate_service
-from scrm_shared.db.outbox import OutboxRelay
 from scrm_shared.db.pool import create_pool
-from scrm_shared.kafka.producer import create_producer
 from scrm_shared.kafka.topics import TopicSpec, ensure_topics, platform_topics
-from scrm_shared.service.worker import WorkerDeps
-from tag_svc.config import TagSettings
-from tag_svc.processor import build_segment_handler
 from tag_svc.processor.store import catalog
 from tag_svc.processor.tenants import ensure_rfm, timezones
 from tag_svc.segments import SqlParams, compile_sql, day_in, parse_rule, uses_rfm
@@ -320,28 +323,15 @@ def _memory_kb() -> dict[str, int]:
 
 
 async def _process(dsn: str, schema: str, bootstrap: str, topic: str, events: int) -> dict[str, Any]:
-    pool = await create_pool(dsn, schema=schema, min_size=2, max_size=8)
-    producer = create_producer(bootstrap, client_id="bench-profiles-worker")
-    await producer.start()
-    settings = TagSettings(kafka_bootstrap=bootstrap, database_url=dsn, db_schema=schema)
-    deps = WorkerDeps(pool=pool, producer=producer, settings=settings, service="tag-svc")
-    consumer = await assigned(bootstrap, topic, deps, build_segment_handler(deps))
-    relay = OutboxRelay(pool, producer, service="tag-svc")
-    stop = asyncio.Event()
-    relay_task = asyncio.create_task(relay.run(stop))
-    try:
+    async with standalone_processor(
+        dsn, bootstrap, schema, topic, range(PARTITIONS), client_id="bench-profiles-worker"
+    ) as consumer:
         before = _memory_kb()
         started = time.perf_counter()
         while consumer.stats.consumed < events:
             await consumer.poll_once()
         elapsed = time.perf_counter() - started
         after = _memory_kb()
-    finally:
-        stop.set()
-        await relay_task
-        await consumer.stop()
-        await producer.stop()
-        await pool.close()
     return {
         "before_kb": before["VmRSS"],
         "after_kb": after["VmRSS"],

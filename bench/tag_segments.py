@@ -290,39 +290,51 @@ async def two_processes(
     return EVENTS / elapsed, other_seconds
 
 
+@contextlib.asynccontextmanager
+async def standalone_processor(
+    dsn: str, bootstrap: str, schema: str, topic: str, partitions: Sequence[int], *, client_id: str
+) -> AsyncIterator[BatchConsumer]:
+    """A processor process as a worker runs it, for a benchmark subprocess: its own pool and
+    producer, the segment handler on ``partitions`` of ``topic``, the outbox relay beside it.
+    Yields the consumer; everything stops on exit."""
+    pool = await create_pool(dsn, schema=schema, min_size=2, max_size=8)
+    producer = create_producer(bootstrap, client_id=client_id)
+    await producer.start()
+    settings = TagSettings(kafka_bootstrap=bootstrap, database_url=dsn, db_schema=schema)
+    deps = WorkerDeps(pool=pool, producer=producer, settings=settings, service="tag-svc")
+    consumer = await assigned(bootstrap, topic, deps, build_segment_handler(deps), partitions)
+    stop = asyncio.Event()
+    relay_task = asyncio.create_task(OutboxRelay(pool, producer, service="tag-svc").run(stop))
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        await relay_task
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+
+
 def serve_processor() -> None:
     """Entry point of the second processor process (:func:`two_processes`): prints ``ready``,
     waits for ``go`` on stdin, drains its partitions, prints ``done <seconds>``."""
 
     async def main() -> None:
         env = os.environ
-        schema = env["BENCH_SEG_SCHEMA"]
-        pool = await create_pool(env["BENCH_SEG_DSN"], schema=schema, min_size=2, max_size=8)
-        producer = create_producer(env["BENCH_SEG_BOOTSTRAP"], client_id="bench-segments-second")
-        await producer.start()
-        settings = TagSettings(
-            kafka_bootstrap=env["BENCH_SEG_BOOTSTRAP"], database_url=env["BENCH_SEG_DSN"], db_schema=schema
-        )
-        deps = WorkerDeps(pool=pool, producer=producer, settings=settings, service="tag-svc")
         partitions = [int(p) for p in env["BENCH_SEG_PARTITIONS"].split(",")]
-        consumer = await assigned(
-            env["BENCH_SEG_BOOTSTRAP"], env["BENCH_SEG_TOPIC"], deps, build_segment_handler(deps), partitions
-        )
-        relay = OutboxRelay(pool, producer, service="tag-svc")
-        stop = asyncio.Event()
-        relay_task = asyncio.create_task(relay.run(stop))
-        try:
+        async with standalone_processor(
+            env["BENCH_SEG_DSN"],
+            env["BENCH_SEG_BOOTSTRAP"],
+            env["BENCH_SEG_SCHEMA"],
+            env["BENCH_SEG_TOPIC"],
+            partitions,
+            client_id="bench-segments-second",
+        ) as consumer:
             print("ready", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             started = time.perf_counter()
             await drain(consumer)
             print(f"done {time.perf_counter() - started:.3f}", flush=True)
-        finally:
-            stop.set()
-            await relay_task
-            await consumer.stop()
-            await producer.stop()
-            await pool.close()
 
     with worker_gc():
         asyncio.run(main())
