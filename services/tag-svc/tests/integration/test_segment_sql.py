@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from scrm_shared.db.migrations import migrate_service
 from tag_svc.segments import (
+    ContactRange,
     Fact,
     FactLine,
     Profile,
@@ -564,6 +565,38 @@ async def test_fact_condition_forms_agree(pool):
         for today in days:
             members = await sql_members(pool, tenant, rule, SqlParams(today=today, rfm=rfm))
             assert members == py_members(rule, profiles, today, rfm), (rule.to_json(), today)
+
+
+async def test_contact_ranges_split_the_members_exactly(pool):
+    """A predicate compiled for a contact range holds for exactly the members in that range, with
+    every fact and line scan narrowed to it: ranges that cover all keys give every member once
+    (previews count a large tenant as ranges side by side)."""
+    tenant = "ranges"
+    profiles = _fact_shape_profiles(tenant)
+    await store(pool, profiles)
+    rfm = RfmThresholds(
+        recent_within_days=2, frequent_min_orders=2, monetary_min=Decimal("150"), window_days=7
+    )
+    # The keys in the database's order (its collation decides what a range holds); a bound is a
+    # key, which belongs to the range it starts.
+    rows = await pool.fetch(
+        "SELECT external_userid FROM profiles WHERE tenant_id = $1 ORDER BY external_userid", tenant
+    )
+    keys = [r["external_userid"] for r in rows]
+    cuts = [0, len(keys) // 3, 2 * len(keys) // 3, len(keys)]
+    bounds = [None, keys[cuts[1]], keys[cuts[2]], None]
+    ranges = [ContactRange(a, b) for a, b in itertools.pairwise(bounds)]
+    slices = [set(keys[a:b]) for a, b in itertools.pairwise(cuts)]
+    for rule in [parse_rule(r) for r in _fact_shape_rules()]:
+        for today in (BASE, BASE + timedelta(days=4)):
+            expected = py_members(rule, profiles, today, rfm)
+            parts = [
+                await sql_members(pool, tenant, rule, SqlParams(today=today, rfm=rfm, contacts=r))
+                for r in ranges
+            ]
+            for r, part, keys_in in zip(ranges, parts, slices, strict=True):
+                assert part == expected & keys_in, (rule.to_json(), today, r)
+            assert sum(len(part) for part in parts) == len(expected)
 
 
 async def test_acceptance_forms_in_sql(pool):

@@ -33,13 +33,14 @@ from tag_svc.segments.rfm import (
     derive_thresholds,
 )
 from tag_svc.segments.rules import Rule
-from tag_svc.segments.sql import CompiledSql, SqlParams, compile_sql
+from tag_svc.segments.sql import CompiledSql, ContactRange, SqlParams, compile_sql
 
 __all__ = [
     "DEFAULT_RFM_THRESHOLDS",
     "DEFAULT_TZ",
     "RFM_CLASSES",
     "CompiledSql",
+    "ContactRange",
     "Fact",
     "FactLine",
     "InvalidRule",

@@ -40,7 +40,7 @@ Modules: :mod:`.compiler` (the predicate), :mod:`.sources` (what a fact conditio
 """
 
 from tag_svc.segments.sql.compiler import compile_sql
-from tag_svc.segments.sql.params import CompiledSql, SqlParams
+from tag_svc.segments.sql.params import CompiledSql, ContactRange, SqlParams
 from tag_svc.segments.sql.rfm_queries import (
     rfm_class_counts_query,
     rfm_medians_query,
@@ -61,6 +61,7 @@ __all__ = [
     "INSERT_FACT_LINE",
     "UPSERT_PROFILE",
     "CompiledSql",
+    "ContactRange",
     "SqlParams",
     "compile_sql",
     "fact_args",

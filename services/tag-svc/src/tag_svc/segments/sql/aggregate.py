@@ -11,7 +11,7 @@ from datetime import timedelta
 from tag_svc.segments.rfm import CLASS_LEVELS, RFM_HORIZON_DAYS, MissingRfmThresholds
 from tag_svc.segments.rules import EventCondition, RfmCondition
 from tag_svc.segments.sql.params import AMOUNT_TYPES, OPS, Args, SqlParams
-from tag_svc.segments.sql.sources import event_rows, fact_filters, line_test
+from tag_svc.segments.sql.sources import contact_range, event_rows, fact_filters, line_test
 
 __all__ = ["Aggregate"]
 
@@ -66,7 +66,11 @@ class Aggregate:
             horizon = f"f.day BETWEEN {self.arg(today - timedelta(days=RFM_HORIZON_DAYS - 1), 'date')} AND {today_arg}"
             window_first = self.arg(today - timedelta(days=thresholds.window_days - 1), "date")
             window = f"f.day BETWEEN {window_first} AND {today_arg}"
-            self.scopes.append(f"f.event_type = ANY({types}) AND {horizon}")
+            self.scopes.append(
+                " AND ".join(
+                    [f"f.event_type = ANY({types})", horizon, *contact_range(self.arg, "f", self.params)]
+                )
+            )
             # Alone in the pass, every row it reads is an order or a refund of the horizon, which
             # ends today: the filters keep only what that does not imply (measured: a fifth less
             # time for the aggregate over 3M orders and refunds).
@@ -123,7 +127,7 @@ class Aggregate:
 
     def _single(self, rule: EventCondition) -> str:
         """The only measure of the pass: the pass reads the condition's own rows."""
-        rows = event_rows(self.arg, self.params.today, rule)
+        rows = event_rows(self.arg, self.params, rule)
         self.source, self.alias = rows.source, rows.alias
         self.scopes.append(" AND ".join(rows.where))
         a = rows.alias
@@ -139,7 +143,7 @@ class Aggregate:
 
     def _filtered(self, rule: EventCondition) -> str:
         """One measure among several over the facts: each aggregates its own facts (``FILTER``)."""
-        where = fact_filters(self.arg, self.params.today, rule)
+        where = fact_filters(self.arg, self.params, rule)
         amount = rule.metric == "amount"
         value = "f.amount"
         if rule.filters.lines():
@@ -173,7 +177,7 @@ class Aggregate:
         the matching lines' amount, or whether there is one; NULL for a fact without a matching
         line). A line has its fact's type and day, so the test on its window reads only the
         lines of the facts the measure can count."""
-        test = "(" + " AND ".join(line_test(self.arg, self.params.today, rule)) + ")"
+        test = "(" + " AND ".join(line_test(self.arg, self.params, rule)) + ")"
         name = f"l{len(self.line_columns)}"
         if rule.metric == "amount":
             self.line_columns.append(f"sum(l.amount) FILTER (WHERE {test}) AS {name}")

@@ -21,7 +21,7 @@ from tag_svc.segments.rules import (
 )
 from tag_svc.segments.sql.aggregate import Aggregate
 from tag_svc.segments.sql.params import OPS, Args, CompiledSql, SqlParams
-from tag_svc.segments.sql.sources import event_rows
+from tag_svc.segments.sql.sources import contact_range, event_rows
 
 __all__ = ["compile_sql"]
 
@@ -53,7 +53,7 @@ class _Compiler:
         condition counts (PostgreSQL runs it as a semi- or anti-join, with no grouping); the other
         fact conditions together through one per-contact aggregate (:meth:`facts`)."""
         parts = rule.rules if isinstance(rule, AllOf) else (rule,)
-        sql, on_facts = [], []
+        sql, on_facts = contact_range(self.arg, "p", self.params), []
         for part in parts:
             existence = _existence(part)
             if existence is not None:
@@ -69,7 +69,7 @@ class _Compiler:
     def exists(self, rule: EventCondition, present: bool) -> str:
         """Whether the contact has a fact passing ``rule``'s filters in its window (or has none):
         with a line filter, a matching line of such a fact."""
-        rows = event_rows(self.arg, self.params.today, rule)
+        rows = event_rows(self.arg, self.params, rule)
         a = rows.alias
         where = " AND ".join(
             [f"{a}.tenant_id = p.tenant_id AND {a}.external_userid = p.external_userid", *rows.where]

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from tag_svc.segments.rfm import RfmThresholds
 
-__all__ = ["AMOUNT_TYPES", "OPS", "Args", "CompiledSql", "SqlParams"]
+__all__ = ["AMOUNT_TYPES", "OPS", "Args", "CompiledSql", "ContactRange", "SqlParams"]
 
 OPS = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<", "eq": "="}
 """The comparison operators of the rule language, as SQL."""
@@ -18,12 +18,24 @@ AMOUNT_TYPES = ("order-placed", "order-refunded")
 """The facts an amount sums (refunds are negative)."""
 
 
+class ContactRange(NamedTuple):
+    """The contacts whose ``external_userid`` lies in ``[first, end)`` (``None``: unbounded)."""
+
+    first: str | None
+    end: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class SqlParams:
-    """What a predicate needs besides the rule: the tenant's today, and its RFM thresholds."""
+    """What a predicate needs besides the rule: the tenant's today, and its RFM thresholds.
+
+    ``contacts``: only contacts in this key range can match, and every scan of facts and lines
+    reads only theirs (a preview splits a tenant into ranges counted side by side).
+    """
 
     today: date
     rfm: RfmThresholds | None = None
+    contacts: ContactRange | None = None
 
 
 class CompiledSql(NamedTuple):

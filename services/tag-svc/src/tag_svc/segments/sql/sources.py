@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 
 from tag_svc.segments.rules import EventCondition
-from tag_svc.segments.sql.params import AMOUNT_TYPES, Args
+from tag_svc.segments.sql.params import AMOUNT_TYPES, Args, SqlParams
 
-__all__ = ["FACT_OF_LINE", "Rows", "event_rows", "fact_filters", "line_test"]
+__all__ = ["FACT_OF_LINE", "Rows", "contact_range", "event_rows", "fact_filters", "line_test"]
 
 # Column names come from these maps, never from rule text.
 _HEADER_COLUMNS = {
@@ -48,28 +47,52 @@ class Rows:
         return self.alias == "l"
 
 
-def event_rows(arg: Args, today: date, rule: EventCondition) -> Rows:
+def event_rows(arg: Args, params: SqlParams, rule: EventCondition) -> Rows:
     """The facts ``rule`` counts, or with line filters the matching lines of those facts."""
     if not rule.filters.lines():
-        return Rows("profile_facts f", "f", tuple(fact_filters(arg, today, rule)))
-    where = line_test(arg, today, rule)
+        return Rows("profile_facts f", "f", tuple(fact_filters(arg, params, rule)))
+    where = line_test(arg, params, rule)
     headers = _header_filters(arg, rule)
     if not headers:
         return Rows("profile_fact_lines l", "l", tuple(where))
     return Rows(f"profile_fact_lines l JOIN profile_facts f ON {FACT_OF_LINE}", "l", (*where, *headers))
 
 
-def fact_filters(arg: Args, today: date, rule: EventCondition) -> list[str]:
+def fact_filters(arg: Args, params: SqlParams, rule: EventCondition) -> list[str]:
     """The conditions on ``f`` of the facts ``rule`` counts, its line filters aside: the event
-    type (orders and refunds for an amount), the window, the header filters."""
-    return [_type_test(arg, "f", rule), _window_test(arg, "f", today, rule), *_header_filters(arg, rule)]
+    type (orders and refunds for an amount), the window, the header filters (and the contact
+    range)."""
+    return [
+        _type_test(arg, "f", rule),
+        _window_test(arg, "f", params, rule),
+        *_header_filters(arg, rule),
+        *contact_range(arg, "f", params),
+    ]
 
 
-def line_test(arg: Args, today: date, rule: EventCondition) -> list[str]:
+def line_test(arg: Args, params: SqlParams, rule: EventCondition) -> list[str]:
     """The conditions on ``l`` of the lines ``rule``'s line filters match in its window (a line has
-    its fact's type and day), every line filter on the same line."""
+    its fact's type, day and contact), every line filter on the same line."""
     match = [_one_of(arg, _LINE_COLUMNS[name], values) for name, values in rule.filters.lines()]
-    return [_type_test(arg, "l", rule), _window_test(arg, "l", today, rule), *match]
+    return [
+        _type_test(arg, "l", rule),
+        _window_test(arg, "l", params, rule),
+        *match,
+        *contact_range(arg, "l", params),
+    ]
+
+
+def contact_range(arg: Args, alias: str, params: SqlParams) -> list[str]:
+    """The conditions keeping ``alias``'s rows to the contacts of ``params.contacts``."""
+    if params.contacts is None:
+        return []
+    first, end = params.contacts
+    out = []
+    if first is not None:
+        out.append(f"{alias}.external_userid >= {arg(first, 'text')}")
+    if end is not None:
+        out.append(f"{alias}.external_userid < {arg(end, 'text')}")
+    return out
 
 
 def _type_test(arg: Args, alias: str, rule: EventCondition) -> str:
@@ -78,8 +101,8 @@ def _type_test(arg: Args, alias: str, rule: EventCondition) -> str:
     return f"{alias}.event_type = {arg(rule.event, 'text')}"
 
 
-def _window_test(arg: Args, alias: str, today: date, rule: EventCondition) -> str:
-    first, last = rule.window.bounds(today)
+def _window_test(arg: Args, alias: str, params: SqlParams, rule: EventCondition) -> str:
+    first, last = rule.window.bounds(params.today)
     return f"{alias}.day BETWEEN {arg(first, 'date')} AND {arg(last, 'date')}"
 
 
