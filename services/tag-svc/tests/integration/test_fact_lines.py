@@ -29,6 +29,7 @@ PREVIEW_INDEXES = (
     "profile_fact_lines_sku_idx",
     "profile_fact_lines_category_contact_idx",
     "profile_facts_orders_idx",
+    "profile_facts_state_idx",
     "profile_facts_window_idx",
 )
 SELECT_LINES = """
