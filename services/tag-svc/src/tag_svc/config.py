@@ -38,6 +38,11 @@ class TagSettings(ServiceSettings):
     tag_segment_lanes: int = Field(default=2, ge=1, le=8)
     tag_segment_fact_cache_facts: int = Field(default=200_000, ge=0)
 
+    # Segment previews: a tenant of at least preview_split_min_contacts is counted as this many
+    # contact ranges side by side (one connection and one PostgreSQL backend each, one snapshot).
+    tag_preview_parallelism: int = Field(default=2, ge=1, le=8)
+    tag_preview_split_min_contacts: int = Field(default=50_000, ge=0)
+
     @property
     def effective_wecom_adapter(self) -> Literal["recording", "http"]:
         if self.tag_wecom_adapter is not None:

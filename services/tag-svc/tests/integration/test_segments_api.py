@@ -3,6 +3,7 @@ segments, previews and RFM classes, over profiles written straight into the tabl
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
@@ -12,7 +13,8 @@ import pytest
 
 from scrm_shared.events import parse_event
 from tag_svc.processor import SegmentBackfiller
-from tag_svc.segments import Fact, Profile
+from tag_svc.processor.store import catalog
+from tag_svc.segments import ContactRange, Fact, Profile, SqlParams, compile_sql, parse_rule
 from tag_svc.segments.sql import INSERT_FACT, UPSERT_PROFILE, fact_args, profile_args
 
 pytestmark = pytest.mark.integration
@@ -209,3 +211,34 @@ async def test_the_tenants_timezone_sets_today_for_every_window(seg_client, auth
     # Another tenant keeps the default.
     other = await seg_client.get("/v1/segment-settings", headers=auth(f"{tenant}-other", "admin"))
     assert other.json()["timezone"] == "Asia/Shanghai"
+
+
+async def test_a_preview_counts_contact_ranges_side_by_side(seg_pool, tenant):
+    """A large tenant's preview is counted as contact ranges on their own connections, in one
+    snapshot: the count is the sum, the sample the first matches in key order across ranges."""
+    contacts = [f"wm{n:02d}" for n in range(30)]
+    await seed(
+        seg_pool,
+        [Profile(tenant, euid, facts=orders(1) if n % 3 else ()) for n, euid in enumerate(contacts)],
+    )
+    rule = parse_rule(BUYERS)
+    buyers = [euid for n, euid in enumerate(contacts) if n % 3]
+
+    async def preview(ranges: list[ContactRange], sample: int) -> tuple[int, list[str]]:
+        predicates = [compile_sql(rule, SqlParams(today=TODAY, contacts=r), first_arg=2) for r in ranges]
+        return await catalog.preview(seg_pool, tenant, predicates, sample)
+
+    whole = [ContactRange(None, None)]
+    split = [ContactRange(None, "wm05"), ContactRange("wm05", "wm12"), ContactRange("wm12", None)]
+    assert await preview(whole, 5) == (20, buyers[:5])
+    # The first range holds 3 buyers: the sample goes on into the next.
+    assert await preview(split, 5) == (20, buyers[:5])
+    assert await preview(split, 50) == (20, buyers)
+
+    # However the sample of pages falls, the ranges cover every key, in order, without overlap.
+    assert await catalog.contact_ranges(seg_pool, tenant, 1, min_contacts=0) == whole
+    assert await catalog.contact_ranges(seg_pool, tenant, 4, min_contacts=10**9) == whole
+    ranges = await catalog.contact_ranges(seg_pool, tenant, 4, min_contacts=0)
+    assert 1 <= len(ranges) <= 4
+    assert ranges[0].first is None and ranges[-1].end is None
+    assert all(a.end == b.first is not None for a, b in itertools.pairwise(ranges))

@@ -40,11 +40,12 @@ from tag_svc.api.segment_models import (
     SizeOnDay,
 )
 from tag_svc.api.tag_rules import refuse_segment_cycle
+from tag_svc.config import TagSettings
 from tag_svc.processor.evaluate import SOURCE
 from tag_svc.processor.model import utc_now
 from tag_svc.processor.store import Executor, catalog
 from tag_svc.processor.tenants import ensure_rfm, timezones
-from tag_svc.segments import InvalidRule, Rule, SqlParams, compile_sql, day_in, parse_rule, uses_rfm
+from tag_svc.segments import InvalidRule, Rule, SqlParams, day_in, parse_rule, uses_rfm
 
 __all__ = ["contacts_router", "router"]
 
@@ -150,13 +151,24 @@ async def list_segments(principal: AnyRole, pool: Pool) -> Segments:
 )
 async def preview_rule(body: PreviewIn, request: Request, principal: AdminOrOperator, pool: Pool) -> Preview:
     """How many contacts match the rule today, and a sample: the SQL engine over the profiles,
-    nothing written (RFM thresholds are derived first if the tenant has none)."""
+    nothing written (RFM thresholds are derived first if the tenant has none). A large tenant is
+    counted in contact ranges side by side (``SCRM_TAG_PREVIEW_PARALLELISM``), in one snapshot."""
     rule = parse_or_422(body.rule)
     tenant = principal.tenant_id
     _, today = await today_of(pool, request, tenant)
     rfm = await ensure_rfm(pool, tenant, today) if uses_rfm(rule) else None
-    predicate = compile_sql(rule, SqlParams(today=today, rfm=rfm), first_arg=2)
-    count, sample = await catalog.preview(pool, tenant, predicate, PREVIEW_SAMPLE)
+    settings = getattr(request.app.state, "settings", None)
+    if not isinstance(settings, TagSettings):
+        settings = TagSettings()
+    count, sample = await catalog.preview_rule(
+        pool,
+        tenant,
+        rule,
+        SqlParams(today=today, rfm=rfm),
+        PREVIEW_SAMPLE,
+        parallelism=settings.tag_preview_parallelism,
+        min_contacts=settings.tag_preview_split_min_contacts,
+    )
     return Preview(count=count, sample=sample)
 
 

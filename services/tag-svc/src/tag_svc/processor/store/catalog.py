@@ -7,22 +7,26 @@ the reads the segments API serves (members, a contact's segments, size history, 
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
-from collections.abc import Collection
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import date
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from scrm_shared.db.pool import connection_of
 from tag_svc.processor.store import Conn, Executor
-from tag_svc.segments import CompiledSql, RfmThresholds
+from tag_svc.segments import CompiledSql, ContactRange, RfmThresholds, Rule, SqlParams, compile_sql
 
 __all__ = [
     "SegmentRow",
     "backfill_state",
     "backfilling",
+    "contact_ranges",
     "contact_segments",
     "count_profiles",
     "delete_segment",
@@ -35,6 +39,7 @@ __all__ = [
     "live_segments",
     "members_page",
     "preview",
+    "preview_rule",
     "record_backfill_chunk",
     "restart_rfm_backfills",
     "rfm_thresholds",
@@ -181,16 +186,17 @@ LIMIT 1
 """
 
 # Previews: the compiled rule (tag_svc.segments.compile_sql, arguments from $2 on) over the
-# tenant's profiles. The predicate holds only $n placeholders and fixed SQL, never a value.
-# Count and sample are two statements: one statement materialising the matches for both was
-# measured slower at 1M profiles (rules matching 300-500k contacts pay for the materialisation
-# more than the second evaluation costs).
-PREVIEW_COUNT = (
-    "SELECT count(*) FROM profiles p WHERE p.tenant_id = $1 AND p.status <> 'erased' AND ({predicate})"
+# tenant's profiles (one contact range of them). The predicate holds only $n placeholders and fixed
+# SQL, never a value. Count and sample in one statement over the materialised matches: measured at
+# 1M profiles split in two ranges, p50 over the 20 benchmark rules 560 -> 404 ms against a count
+# and then a sample (which evaluates the rule again when the matches are not found in key order).
+PREVIEW = """
+WITH m AS MATERIALIZED (
+    SELECT p.external_userid FROM profiles p
+    WHERE p.tenant_id = $1 AND p.status <> 'erased' AND ({predicate})
 )
-PREVIEW_SAMPLE = """
-SELECT p.external_userid FROM profiles p WHERE p.tenant_id = $1 AND p.status <> 'erased' AND ({predicate})
-ORDER BY p.external_userid LIMIT {limit}
+SELECT (SELECT count(*) FROM m) AS matches,
+       ARRAY(SELECT m.external_userid FROM m ORDER BY m.external_userid LIMIT {limit}) AS sample
 """
 
 
@@ -339,19 +345,103 @@ PREVIEW_SETTINGS = (
     "SET LOCAL plan_cache_mode = force_custom_plan",
     "SET LOCAL jit = off",
 )
+# A tenant's contacts split into ranges of about equal size by key, from a 1% sample of the
+# profiles' pages (how many it saw says how large the tenant is).
+CONTACT_SPLITS = """
+SELECT count(*) AS sampled, percentile_disc($2::float8[]) WITHIN GROUP (ORDER BY external_userid) AS bounds
+FROM profiles TABLESAMPLE SYSTEM (1) WHERE tenant_id = $1
+"""
+SAMPLED_SHARE = 100  # 1 %: a sampled profile stands for about this many
 
 
-async def preview(db: Executor, tenant_id: str, predicate: CompiledSql, sample: int) -> tuple[int, list[str]]:
-    """How many of the tenant's contacts match ``predicate`` (compiled with ``first_arg=2``), and
-    the first ``sample`` of them in key order (one read-only transaction)."""
-    count_sql = PREVIEW_COUNT.format(predicate=predicate.sql)
-    sample_sql = PREVIEW_SAMPLE.format(predicate=predicate.sql, limit=int(sample))
-    async with connection_of(db) as conn, conn.transaction(readonly=not conn.is_in_transaction()):
+async def contact_ranges(
+    db: Executor, tenant_id: str, parts: int, *, min_contacts: int
+) -> list[ContactRange]:
+    """The tenant's contacts as up to ``parts`` key ranges of about equal size, together covering
+    every key (one range, unbounded, for a tenant of fewer than about ``min_contacts``). The
+    split only balances work: any boundaries give the same union."""
+    if parts < 2:
+        return [ContactRange(None, None)]
+    row = await db.fetchrow(CONTACT_SPLITS, tenant_id, [i / parts for i in range(1, parts)])
+    if row is None or row["sampled"] * SAMPLED_SHARE < min_contacts or not row["bounds"]:
+        return [ContactRange(None, None)]
+    # Increasing in the database's collation (its order, not Python's), duplicates dropped.
+    bounds: list[str | None] = [None, *dict.fromkeys(row["bounds"]), None]
+    return [ContactRange(first, end) for first, end in itertools.pairwise(bounds)]
+
+
+async def preview_rule(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    rule: Rule,
+    params: SqlParams,
+    sample: int,
+    *,
+    parallelism: int,
+    min_contacts: int,
+) -> tuple[int, list[str]]:
+    """How many of the tenant's contacts ``rule`` matches, and the first ``sample`` of them: the
+    tenant split into up to ``parallelism`` contact ranges (:func:`contact_ranges`, never more
+    than the pool's connections), each counted by its own compiled predicate (:func:`preview`)."""
+    ranges = await contact_ranges(
+        pool, tenant_id, min(parallelism, pool.get_max_size()), min_contacts=min_contacts
+    )
+    predicates = [compile_sql(rule, replace(params, contacts=r), first_arg=2) for r in ranges]
+    return await preview(pool, tenant_id, predicates, sample)
+
+
+async def preview(
+    pool: asyncpg.Pool, tenant_id: str, predicates: Sequence[CompiledSql], sample: int
+) -> tuple[int, list[str]]:
+    """How many of the tenant's contacts match, and the first ``sample`` of them in key order.
+
+    ``predicates``: the rule compiled (with ``first_arg=2``) once per contact range of
+    :func:`contact_ranges`, in key order. Each range is counted on its own connection, side by
+    side, all in one snapshot (exported by the first, imported by the others): the sum is the
+    count at one instant, as if one statement had counted them all.
+    """
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         for setting in PREVIEW_SETTINGS:
             await conn.execute(setting)
-        count = await conn.fetchval(count_sql, tenant_id, *predicate.args)
-        rows = await conn.fetch(sample_sql, tenant_id, *predicate.args) if count else []
-    return int(count), [r["external_userid"] for r in rows]
+        if len(predicates) == 1:
+            results = [await _preview_range(conn, tenant_id, predicates[0], sample)]
+        else:
+            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+            # A failing range cancels the others (their connections go back to the pool).
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(_preview_range(conn, tenant_id, predicates[0], sample))]
+                tasks += [
+                    group.create_task(_preview_imported(pool, snapshot, tenant_id, p, sample))
+                    for p in predicates[1:]
+                ]
+            results = [t.result() for t in tasks]
+    # Ranges in key order, each sample in key order: their concatenation is in key order.
+    count = sum(n for n, _ in results)
+    return count, [euid for _, found in results for euid in found][:sample]
+
+
+async def _preview_imported(
+    pool: asyncpg.Pool, snapshot: str, tenant_id: str, predicate: CompiledSql, sample: int
+) -> tuple[int, list[str]]:
+    if not _SNAPSHOT_ID.fullmatch(snapshot):
+        raise ValueError(f"unexpected snapshot id {snapshot!r}")
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        for setting in PREVIEW_SETTINGS:
+            await conn.execute(setting)
+        return await _preview_range(conn, tenant_id, predicate, sample)
+
+
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]+")
+
+
+async def _preview_range(
+    conn: Conn, tenant_id: str, predicate: CompiledSql, sample: int
+) -> tuple[int, list[str]]:
+    sql = PREVIEW.format(predicate=predicate.sql, limit=int(sample))
+    row = await conn.fetchrow(sql, tenant_id, *predicate.args)
+    assert row is not None  # an aggregate without GROUP BY returns one row
+    return int(row["matches"]), list(row["sample"])
 
 
 def _json(value: Any) -> str:
