@@ -12,10 +12,11 @@ tables) are dropped for the load and rebuilt after it (the same definitions), th
 VACUUM ANALYZE (as autovacuum would leave the tables) and a CHECKPOINT (so the load's writes are
 not flushed during the measurements). Figure: the seconds all of that took.
 
-Preview: ``POST /v1/segments/preview`` as the endpoint runs it (``compile_sql`` of the rule with
-the tenant's today and RFM thresholds, then ``catalog.preview``: the count, then a sample of 20,
-planned for the window, without JIT) for each of the 20 rules of
-bench.tag_segments, ``RUNS`` times: the first run is reported as cold, the best of the others as
+Preview: ``POST /v1/segments/preview`` as the endpoint runs it (``catalog.preview_rule`` with the
+tenant's today and RFM thresholds and the default settings: the 1M contacts split into
+``SCRM_TAG_PREVIEW_PARALLELISM`` key ranges counted side by side in one snapshot, each one
+statement giving its count and its first 20 matches, planned for the window, without JIT) for
+each of the 20 rules of bench.tag_segments, ``RUNS`` times: the first run is reported as cold, the best of the others as
 the warm time. Figures: warm time per rule, p50 and max over the rules, rules over the goal.
 
 Memory: the 20 segments are defined live with their members as a backfill leaves them (filled by
@@ -58,6 +59,7 @@ from bench.tag_segments import (
 from scrm_shared.db.migrations import migrate_service
 from scrm_shared.db.pool import create_pool
 from scrm_shared.kafka.topics import TopicSpec, ensure_topics, platform_topics
+from tag_svc.config import TagSettings
 from tag_svc.processor.store import catalog
 from tag_svc.processor.tenants import ensure_rfm, timezones
 from tag_svc.segments import SqlParams, compile_sql, day_in, parse_rule, uses_rfm
@@ -286,16 +288,23 @@ async def previews(pool: asyncpg.Pool, today: date) -> tuple[list[dict[str, Any]
     started = time.perf_counter()
     rfm = await ensure_rfm(pool, TENANT, today)
     derive_s = time.perf_counter() - started
+    settings = TagSettings()
     out = []
     for n, data in enumerate(RULES):
         rule = parse_rule(data)
-        predicate = compile_sql(
-            rule, SqlParams(today=today, rfm=rfm if uses_rfm(rule) else None), first_arg=2
-        )
+        params = SqlParams(today=today, rfm=rfm if uses_rfm(rule) else None)
         times, count = [], 0
         for _ in range(RUNS):
             started = time.perf_counter()
-            count, _ = await catalog.preview(pool, TENANT, predicate, 20)
+            count, _ = await catalog.preview_rule(
+                pool,
+                TENANT,
+                rule,
+                params,
+                20,
+                parallelism=settings.tag_preview_parallelism,
+                min_contacts=settings.tag_preview_split_min_contacts,
+            )
             times.append(time.perf_counter() - started)
         warm = min(times[1:])
         out.append({"rule": n, "count": count, "cold": times[0], "warm": warm})
