@@ -283,8 +283,9 @@ async def seed(pool: asyncpg.Pool, today: date) -> dict[str, int]:
 
 async def previews(pool: asyncpg.Pool, today: date) -> tuple[list[dict[str, Any]], float]:
     """Per rule: matches, cold and warm seconds of the preview as the endpoint runs it
-    (``catalog.preview``: count, then a sample of 20, custom plans, no JIT); and the seconds
-    ``ensure_rfm`` took to derive the tenant's thresholds (first use)."""
+    (``catalog.preview_rule`` with the default settings: contact ranges side by side, each one
+    statement for its count and sample, custom plans, no JIT); and the seconds ``ensure_rfm``
+    took to derive the tenant's thresholds (first use)."""
     started = time.perf_counter()
     rfm = await ensure_rfm(pool, TENANT, today)
     derive_s = time.perf_counter() - started
