@@ -19,9 +19,11 @@ from datetime import timedelta
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from tag_svc.tags.jobs import JobRunner
-from tag_svc.tags.store import Conn
+from tag_svc.tags.name_syncs import NameSyncRunner
+from tag_svc.tags.store import Conn, name_syncs
 from tag_svc.tags.store import jobs as job_store
 from tag_svc.tags.store import wecom as push_store
 
@@ -261,3 +263,51 @@ async def test_job_requests_are_validated(client: httpx.AsyncClient, auth, tenan
     assert (
         await client.get(f"/v1/tag-jobs/{job_id}", headers=auth(tenant, "guide", "g1"))
     ).status_code == 403
+
+
+class FailingNameSync(NameSyncRunner):
+    """Every chunk of the syncs of one tag fails after its work, before its transaction commits."""
+
+    def __init__(self, pool: asyncpg.Pool, tag_id: str, **options) -> None:
+        super().__init__(pool, **options)
+        self.tag_id = uuid.UUID(tag_id)
+
+    async def _apply(self, conn: Conn, sync: name_syncs.NameSyncRow, euids: list[str]) -> None:
+        await super()._apply(conn, sync, euids)
+        if sync.tag_id == self.tag_id:
+            raise RuntimeError("database went away")
+
+
+async def test_a_name_sync_that_keeps_failing_is_given_up_and_the_others_go_on(
+    client: httpx.AsyncClient, auth, tenant: str, pool: asyncpg.Pool
+):
+    operator = auth(tenant, "operator")
+    doomed, other = await make_tag(client, operator, "VIP"), await make_tag(client, operator, "新客")
+    for euid in ("wm-1", "wm-2"):
+        await client.post(f"/v1/contacts/{euid}/tags", json={"tag_ids": [doomed, other]}, headers=operator)
+    for tag_id, name in ((doomed, "SVIP"), (other, "老客")):
+        resp = await client.patch(f"/v1/tags/{tag_id}", json={"name": name}, headers=operator)
+        assert resp.status_code == 200, resp.text
+    given_up = REGISTRY.get_sample_value("scrm_tag_name_sync_chunks_total", {"outcome": "sync-failed"}) or 0
+
+    # Attempts count per sync, and a failing sync waits retry_wait while the other goes on; after
+    # max_attempts failures in a row it is marked failed for good.
+    runner = FailingNameSync(pool, doomed, chunk_size=1, retry_wait=timedelta(0), max_attempts=3)
+    assert await runner.run_until_idle() == 3 + 2
+    (failed,) = await name_syncs.get_syncs(pool, tenant, uuid.UUID(doomed))
+    assert (failed.status, failed.processed, failed.attempts, failed.error) == (
+        "failed",
+        0,
+        3,
+        "RuntimeError",
+    )
+    assert failed.finished_at is not None
+    (done,) = await name_syncs.get_syncs(pool, tenant, uuid.UUID(other))
+    assert (done.status, done.processed, done.attempts, done.error) == ("done", 2, 0, None)
+    assert (
+        REGISTRY.get_sample_value("scrm_tag_name_sync_chunks_total", {"outcome": "sync-failed"}) or 0
+    ) == given_up + 1
+    # Given up: no runner claims it again; the rename itself stands.
+    assert not await NameSyncRunner(pool).run_chunk()
+    resp = await client.get(f"/v1/tags/{doomed}", headers=operator)
+    assert resp.json()["name"] == "SVIP"
