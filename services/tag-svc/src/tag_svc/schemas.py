@@ -155,6 +155,24 @@ class TagJob(BaseModel):
     finished_at: datetime | None
 
 
+class TagNameSync(BaseModel):
+    """A rename of the tag reaching the segments: its contacts re-evaluated, a chunk at a time,
+    for the segments reading the old or the new name."""
+
+    sync_id: uuid.UUID
+    old_name: str
+    new_name: str
+    status: JobStatus = Field(
+        description="queued, running, done, or failed (given up after repeated errors)."
+    )
+    total: int = Field(description="Contacts that carried the tag at the rename.")
+    processed: int = Field(description="Contacts re-evaluated so far.")
+    attempts: int = Field(description="Failed attempts at the current chunk (0 after a success).")
+    error: str | None = Field(description="The last error's type, while retrying or once failed.")
+    created_at: datetime
+    finished_at: datetime | None
+
+
 class WeComCredentialsIn(_Request):
     """The corp id and the secret of the app allowed to call WeCom's customer-contact APIs
     (客户联系 secret)."""

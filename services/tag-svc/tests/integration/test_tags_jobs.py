@@ -294,16 +294,21 @@ async def test_a_name_sync_that_keeps_failing_is_given_up_and_the_others_go_on(
     # max_attempts failures in a row it is marked failed for good.
     runner = FailingNameSync(pool, doomed, chunk_size=1, retry_wait=timedelta(0), max_attempts=3)
     assert await runner.run_until_idle() == 3 + 2
-    (failed,) = await name_syncs.get_syncs(pool, tenant, uuid.UUID(doomed))
-    assert (failed.status, failed.processed, failed.attempts, failed.error) == (
-        "failed",
-        0,
-        3,
-        "RuntimeError",
-    )
-    assert failed.finished_at is not None
-    (done,) = await name_syncs.get_syncs(pool, tenant, uuid.UUID(other))
-    assert (done.status, done.processed, done.attempts, done.error) == ("done", 2, 0, None)
+    # What an operator sees of each rename.
+    resp = await client.get(f"/v1/tags/{doomed}/name-syncs", headers=operator)
+    assert resp.status_code == 200, resp.text
+    (failed,) = resp.json()
+    assert {k: failed[k] for k in ("old_name", "new_name", "status", "total", "processed", "error")} == {
+        "old_name": "VIP",
+        "new_name": "SVIP",
+        "status": "failed",
+        "total": 2,
+        "processed": 0,
+        "error": "RuntimeError",
+    }
+    assert (failed["attempts"], failed["finished_at"] is not None) == (3, True)
+    (done,) = (await client.get(f"/v1/tags/{other}/name-syncs", headers=operator)).json()
+    assert (done["status"], done["processed"], done["attempts"], done["error"]) == ("done", 2, 0, None)
     assert (
         REGISTRY.get_sample_value("scrm_tag_name_sync_chunks_total", {"outcome": "sync-failed"}) or 0
     ) == given_up + 1
@@ -311,3 +316,19 @@ async def test_a_name_sync_that_keeps_failing_is_given_up_and_the_others_go_on(
     assert not await NameSyncRunner(pool).run_chunk()
     resp = await client.get(f"/v1/tags/{doomed}", headers=operator)
     assert resp.json()["name"] == "SVIP"
+
+
+async def test_name_syncs_of_a_tag_nobody_carries_and_of_an_unknown_tag(
+    client: httpx.AsyncClient, auth, tenant: str
+):
+    operator = auth(tenant, "operator")
+    tag_id = await make_tag(client, operator, "VIP")
+    resp = await client.patch(f"/v1/tags/{tag_id}", json={"name": "SVIP"}, headers=operator)
+    assert resp.status_code == 200, resp.text
+    resp = await client.get(f"/v1/tags/{tag_id}/name-syncs", headers=auth(tenant, "guide", "g1"))
+    assert (resp.status_code, resp.json()) == (200, [])
+    resp = await client.get(f"/v1/tags/{uuid.uuid4()}/name-syncs", headers=operator)
+    assert (resp.status_code, resp.json()["type"]) == (404, "urn:scrm:problem:tag-not-found")
+    # Another tenant's tag is unknown here.
+    resp = await client.get(f"/v1/tags/{tag_id}/name-syncs", headers=auth(f"{tenant}-other", "operator"))
+    assert resp.status_code == 404

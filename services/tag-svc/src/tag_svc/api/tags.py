@@ -25,10 +25,20 @@ from scrm_shared.auth import AdminOrOperator, AnyRole, Principal
 from scrm_shared.problems import Problem
 from tag_svc.api.deps import Pool
 from tag_svc.api.tag_rules import refuse_rename_cycle
-from tag_svc.schemas import Deletion, Tag, TagGroup, TagGroupIn, TagGroupPatch, TagIn, TagPatch
+from tag_svc.schemas import (
+    Deletion,
+    Tag,
+    TagGroup,
+    TagGroupIn,
+    TagGroupPatch,
+    TagIn,
+    TagNameSync,
+    TagPatch,
+)
 from tag_svc.tags import edits
 from tag_svc.tags.domain import Conflict
 from tag_svc.tags.store import catalog as store
+from tag_svc.tags.store import name_syncs
 
 groups_router = APIRouter(prefix="/v1/tag-groups", tags=["tags"])
 tags_router = APIRouter(prefix="/v1/tags", tags=["tags"])
@@ -241,6 +251,36 @@ async def get_tag(tag_id: uuid.UUID, principal: AnyRole, pool: Pool) -> Tag:
     if row is None:
         raise tag_not_found()
     return shape_tag(row)
+
+
+@tags_router.get(
+    "/{tag_id}/name-syncs",
+    response_model=list[TagNameSync],
+    summary="How the tag's renames reached the segments",
+)
+async def list_name_syncs(tag_id: uuid.UUID, principal: AnyRole, pool: Pool) -> list[TagNameSync]:
+    """The tag's renames in the order they were made, each with the progress of its contacts'
+    re-evaluation for the segments reading the old or the new name (a rename of a tag no contact
+    carries has none)."""
+    async with pool.acquire() as conn:
+        if await store.get_tag(conn, principal.tenant_id, tag_id) is None:
+            raise tag_not_found()
+        syncs = await name_syncs.get_syncs(conn, principal.tenant_id, tag_id)
+    return [
+        TagNameSync(
+            sync_id=s.sync_id,
+            old_name=s.old_name,
+            new_name=s.new_name,
+            status=s.status,
+            total=s.total,
+            processed=s.processed,
+            attempts=s.attempts,
+            error=s.error,
+            created_at=s.created_at,
+            finished_at=s.finished_at,
+        )
+        for s in syncs
+    ]
 
 
 @tags_router.patch(
