@@ -467,7 +467,7 @@ async def test_the_http_adapter_pushes_renames_and_deletions_through_wecoms_api(
     assert calls == [
         ("edit_corp_tag", {"id": vip_id, "name": "SVIP"}),
         ("edit_corp_tag", {"id": vip_id, "name": "SVIP"}),
-        ("del_corp_tag", {"tag_id": [plain_id], "group_id": []}),
+        ("del_corp_tag", {"tag_id": [plain_id]}),
     ]
     # The token travels in the query string only, and one token served every call.
     assert all(q == {"access_token": "tok-1"} for name, q, _ in wecom_server.requests if name != "gettoken")

@@ -168,8 +168,8 @@ async def test_corp_tag_edits_send_wecoms_fields():
     assert wecom.corp_edits == [
         ("edit_corp_tag", {"id": "etTAG", "name": "SVIP"}),
         ("edit_corp_tag", {"id": "etGROUP", "name": "会员", "order": 3}),
-        ("del_corp_tag", {"tag_id": ["etA", "etB"], "group_id": []}),
-        ("del_corp_tag", {"tag_id": [], "group_id": ["etG"]}),
+        ("del_corp_tag", {"tag_id": ["etA", "etB"]}),
+        ("del_corp_tag", {"group_id": ["etG"]}),
     ]
     edit = next(r for r in wecom.requests if r.url.path.endswith("/edit_corp_tag"))
     assert edit.method == "POST"

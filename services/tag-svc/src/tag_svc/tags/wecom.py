@@ -15,6 +15,8 @@ The catalogue's own edits go to the corp tag library (管理企业标签), answe
     POST {base}/externalcontact/edit_corp_tag?access_token=...  {"id": "et...", "name": "..."}
     POST {base}/externalcontact/del_corp_tag?access_token=...   {"tag_id": [...], "group_id": [...]}
 
+(``del_corp_tag``: either list may be left out, not both.)
+
 ``id`` is a tag's or a group's (``order`` may be sent too; we never do: see
 :mod:`tag_svc.tags.edits`). A group whose last tag is deleted goes with it. WeCom lets an app
 edit and delete only the corp tags it created (errcode 301002 otherwise).
@@ -375,7 +377,10 @@ class HttpAdapter:
     ) -> None:
         if not tag_ids and not group_ids:
             raise ValueError("del_corp_tag needs a tag id or a group id")
-        await self._post(tenant_id, API_DEL_CORP_TAG, {"tag_id": list(tag_ids), "group_id": list(group_ids)})
+        # Only the lists that have ids, as WeCom's own example and its clients send them (the
+        # two may not both be empty; agentid is for old third-party suites only).
+        body = {key: list(ids) for key, ids in (("tag_id", tag_ids), ("group_id", group_ids)) if ids}
+        await self._post(tenant_id, API_DEL_CORP_TAG, body)
 
     async def corp_tag_list(self, tenant_id: str) -> list[CorpTagGroup]:
         """The whole library (no ``tag_id``/``group_id`` filter: WeCom then answers every group)."""
