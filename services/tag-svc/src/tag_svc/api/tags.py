@@ -266,21 +266,7 @@ async def list_name_syncs(tag_id: uuid.UUID, principal: AnyRole, pool: Pool) -> 
         if await store.get_tag(conn, principal.tenant_id, tag_id) is None:
             raise tag_not_found()
         syncs = await name_syncs.get_syncs(conn, principal.tenant_id, tag_id)
-    return [
-        TagNameSync(
-            sync_id=s.sync_id,
-            old_name=s.old_name,
-            new_name=s.new_name,
-            status=s.status,
-            total=s.total,
-            processed=s.processed,
-            attempts=s.attempts,
-            error=s.error,
-            created_at=s.created_at,
-            finished_at=s.finished_at,
-        )
-        for s in syncs
-    ]
+    return [TagNameSync.model_validate(s, from_attributes=True) for s in syncs]
 
 
 @tags_router.patch(
