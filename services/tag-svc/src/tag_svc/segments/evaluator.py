@@ -17,6 +17,8 @@ Pure: no I/O, no clock. "Today" is always an argument, the tenant-local date of 
 
 from __future__ import annotations
 
+import heapq
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -93,25 +95,32 @@ def assess_rules(
     contact = ContactFacts(profile, rfm)
     bound = [contact.bind(rule) for rule in rules]
     values = [combine(atoms, today) for combine, atoms in bound]
-    # Day -> the rules having an atom that may step that day. A rule's value can only change on
-    # one of its atoms' step days, so walking the union in day order and re-evaluating the rules
-    # that step finds the earliest flip of any rule exactly.
+    # A rule's value can only change on a step day of one of its atoms. The walk visits those
+    # days in order, each atom asked only for its next one (a heap of one entry per atom), and
+    # evaluates on a day only the rules having an atom that steps then: it stops at the first
+    # day any rule flips, usually a few days in, without listing the later steps (those of a
+    # 3650-day window or of the RFM horizon).
     users: dict[int, tuple[_Atom, list[int]]] = {}
     for index, (_, atoms) in enumerate(bound):
         if rules[index].timed:
             for atom in atoms:
                 users.setdefault(id(atom), (atom, []))[1].append(index)
-    stepping: dict[date, set[int]] = {}
-    for atom, indexes in users.values():
-        for day in atom.steps():
-            if day > today:
-                found = stepping.get(day)
-                if found is None:
-                    stepping[day] = set(indexes)
-                else:
-                    found.update(indexes)
-    for day in sorted(stepping):
-        for index in stepping[day]:
+    stepping = list(users.values())
+    heap = [(day, n) for n, (atom, _) in enumerate(stepping) if (day := atom.next_step(today)) is not None]
+    heapq.heapify(heap)
+    while heap:
+        day = heap[0][0]
+        due: set[int] = set()
+        while heap and heap[0][0] == day:
+            n = heap[0][1]
+            atom, indexes = stepping[n]
+            due.update(indexes)
+            following = atom.next_step(day)
+            if following is None:
+                heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, (following, n))
+        for index in due:
             combine, atoms = bound[index]
             if combine(atoms, day) != values[index]:
                 return values, day
@@ -297,8 +306,10 @@ class ContactFacts:
 class _Atom(Protocol):
     def value_at(self, day: date) -> bool: ...
 
-    def steps(self) -> Iterable[date]:
-        """Every day on which ``value_at`` may differ from the day before (a superset)."""
+    def next_step(self, after: date) -> date | None:
+        """The first day after ``after`` on which ``value_at`` may differ from the day before
+        (the days it returns, asked from any day, are a superset of the real changes); ``None``
+        when there is none."""
         ...
 
 
@@ -311,8 +322,8 @@ class _Constant:
     def value_at(self, day: date) -> bool:
         return self.answer
 
-    def steps(self) -> Iterable[date]:
-        return ()
+    def next_step(self, after: date) -> date | None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,16 +338,21 @@ class _DaysSince:
             return False
         return self.condition.days_since.holds((day - self.first_day).days)
 
-    def steps(self) -> Iterable[date]:
+    def next_step(self, after: date) -> date | None:
         if self.first_day is None:
-            return ()
+            return None
         # days_since grows by one a day, so it can only cross a bound on the bound's day or
         # the day after (gt/lte flip one day later than gte/lt).
-        out: list[date] = []
-        for _, bound in self.condition.days_since.terms:
-            out.append(self.first_day + timedelta(days=int(bound)))
-            out.append(self.first_day + timedelta(days=int(bound) + 1))
-        return out
+        later = [
+            day
+            for _, bound in self.condition.days_since.terms
+            for day in (
+                self.first_day + timedelta(days=int(bound)),
+                self.first_day + timedelta(days=int(bound) + 1),
+            )
+            if day > after
+        ]
+        return min(later, default=None)
 
 
 class _Windowed:
@@ -352,15 +368,17 @@ class _Windowed:
         shape = self.shape
         return shape.holds(self.series.total(day - shape.farthest, day - shape.nearest))
 
-    def steps(self) -> Iterable[date]:
+    def next_step(self, after: date) -> date | None:
         # Day f lies in the window on day d iff f + nearest <= d <= f + farthest: it enters on
-        # f + nearest and leaves on f + farthest + 1.
-        enter, leave = self.shape.nearest, self.shape.leave
-        out: list[date] = []
-        for day in self.series.days:
-            out.append(day + enter)
-            out.append(day + leave)
-        return out
+        # f + nearest and leaves on f + farthest + 1. The series' days are sorted, so the first
+        # entry and the first exit after ``after`` are each one bisection away.
+        days, enter, leave = self.series.days, self.shape.nearest, self.shape.leave
+        i = bisect_right(days, after - enter)
+        j = bisect_right(days, after - leave)
+        if j == len(days):
+            return None  # j <= i (leave > enter): nothing enters either
+        exit_day = days[j] + leave
+        return min(days[i] + enter, exit_day) if i < len(days) else exit_day
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,8 +390,10 @@ class _Rfm:
     def value_at(self, day: date) -> bool:
         return self.history.class_at(day, self.thresholds) == self.condition.rfm
 
-    def steps(self) -> Iterable[date]:
-        return self.history.change_days(self.thresholds)
+    def next_step(self, after: date) -> date | None:
+        days = self.history.change_days(self.thresholds)
+        i = bisect_right(days, after)
+        return days[i] if i < len(days) else None
 
 
 @lru_cache(maxsize=4096)

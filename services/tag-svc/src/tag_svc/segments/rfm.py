@@ -148,7 +148,7 @@ class RfmHistory:
                 amounts[fact.day] += fact.amount
         self._orders = DaySeries(orders)
         self._amounts = DaySeries(amounts, ZERO)
-        self._change_days: dict[RfmThresholds, set[date]] = {}
+        self._change_days: dict[RfmThresholds, list[date]] = {}
 
     def metrics_at(self, day: date, window_days: int) -> RfmMetrics | None:
         """R, F and M as of ``day``, or ``None`` when the contact is no buyer on that day."""
@@ -167,8 +167,9 @@ class RfmHistory:
         metrics = self.metrics_at(day, thresholds.window_days)
         return None if metrics is None else classify(metrics, thresholds)
 
-    def change_days(self, thresholds: RfmThresholds) -> set[date]:
-        """Every day on which :meth:`class_at` may differ from the day before (a superset).
+    def change_days(self, thresholds: RfmThresholds) -> list[date]:
+        """Every day on which :meth:`class_at` may differ from the day before (a superset), in
+        increasing order without repeats.
 
         Computed once per thresholds: every ``rfm`` condition of a contact's rules shares it."""
         cached = self._change_days.get(thresholds)
@@ -187,8 +188,8 @@ class RfmHistory:
             )
         for day in self._amounts.days:  # order and refund days: F and M windows slide
             days.update((day, day + timedelta(days=window)))
-        self._change_days[thresholds] = days
-        return days
+        ordered = self._change_days[thresholds] = sorted(days)
+        return ordered
 
 
 def rfm_metrics(facts: Iterable[Fact], today: date, window_days: int = 365) -> RfmMetrics | None:
