@@ -305,6 +305,7 @@ async def previews(pool: asyncpg.Pool, today: date) -> tuple[list[dict[str, Any]
                 20,
                 parallelism=settings.tag_preview_parallelism,
                 min_contacts=settings.tag_preview_split_min_contacts,
+                min_cost=settings.tag_preview_split_min_cost,
             )
             times.append(time.perf_counter() - started)
         warm = min(times[1:])

@@ -242,3 +242,43 @@ async def test_a_preview_counts_contact_ranges_side_by_side(seg_pool, tenant):
     assert 1 <= len(ranges) <= 4
     assert ranges[0].first is None and ranges[-1].end is None
     assert all(a.end == b.first is not None for a, b in itertools.pairwise(ranges))
+
+
+async def test_a_preview_is_split_only_when_its_plan_is_costly(seg_pool, tenant, monkeypatch):
+    """Ranges pay only for a costly rule: below ``min_cost`` (the planner's estimate of the whole
+    statement) the preview is one statement and the tenant is not even sampled for split points;
+    at or above it, it is. Same answer either way."""
+    contacts = [f"wm{n:02d}" for n in range(30)]
+    await seed(
+        seg_pool,
+        [Profile(tenant, euid, facts=orders(1) if n % 3 else ()) for n, euid in enumerate(contacts)],
+    )
+    buyers = [euid for n, euid in enumerate(contacts) if n % 3]
+    splits: list[int] = []
+    ranges_of = catalog.contact_ranges
+
+    async def spy(db, tenant_id, parts, *, min_contacts):
+        splits.append(parts)
+        return await ranges_of(db, tenant_id, parts, min_contacts=min_contacts)
+
+    monkeypatch.setattr(catalog, "contact_ranges", spy)
+    rule, params = parse_rule(BUYERS), SqlParams(today=TODAY)
+    cost = await catalog.plan_cost(seg_pool, tenant, compile_sql(rule, params, first_arg=2), 20)
+    assert cost > 0
+    options = {"parallelism": 4, "min_contacts": 0}
+    assert await catalog.preview_rule(seg_pool, tenant, rule, params, 20, **options, min_cost=cost * 2) == (
+        20,
+        buyers,
+    )
+    assert splits == []
+    assert await catalog.preview_rule(seg_pool, tenant, rule, params, 20, **options, min_cost=cost) == (
+        20,
+        buyers,
+    )
+    assert splits == [4]
+    # Without parallelism it is never split, whatever the cost.
+    assert await catalog.preview_rule(seg_pool, tenant, rule, params, 20, parallelism=1, min_contacts=0) == (
+        20,
+        buyers,
+    )
+    assert splits == [4]

@@ -168,6 +168,7 @@ async def preview_rule(body: PreviewIn, request: Request, principal: AdminOrOper
         PREVIEW_SAMPLE,
         parallelism=settings.tag_preview_parallelism,
         min_contacts=settings.tag_preview_split_min_contacts,
+        min_cost=settings.tag_preview_split_min_cost,
     )
     return Preview(count=count, sample=sample)
 

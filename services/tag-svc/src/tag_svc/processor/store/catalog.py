@@ -38,6 +38,7 @@ __all__ = [
     "list_segments",
     "live_segments",
     "members_page",
+    "plan_cost",
     "preview",
     "preview_rule",
     "record_backfill_chunk",
@@ -379,15 +380,37 @@ async def preview_rule(
     *,
     parallelism: int,
     min_contacts: int,
+    min_cost: float = 0.0,
 ) -> tuple[int, list[str]]:
-    """How many of the tenant's contacts ``rule`` matches, and the first ``sample`` of them: the
-    tenant split into up to ``parallelism`` contact ranges (:func:`contact_ranges`, never more
-    than the pool's connections), each counted by its own compiled predicate (:func:`preview`)."""
-    ranges = await contact_ranges(
-        pool, tenant_id, min(parallelism, pool.get_max_size()), min_contacts=min_contacts
-    )
-    predicates = [compile_sql(rule, replace(params, contacts=r), first_arg=2) for r in ranges]
-    return await preview(pool, tenant_id, predicates, sample)
+    """How many of the tenant's contacts ``rule`` matches, and the first ``sample`` of them.
+
+    A rule PostgreSQL expects to cost at least ``min_cost`` (its planner's units) over a tenant
+    of about ``min_contacts`` or more is counted as up to ``parallelism`` contact ranges side by
+    side (:func:`contact_ranges`, never more than the pool's connections), each by its own
+    compiled predicate (:func:`preview`). A cheaper rule is one statement: splitting it costs
+    more (a second connection, and each range reading the whole profiles table) than it saves.
+    """
+    whole = compile_sql(rule, params, first_arg=2)
+    parts = min(parallelism, pool.get_max_size())
+    if parts > 1 and (min_cost <= 0 or await plan_cost(pool, tenant_id, whole, sample) >= min_cost):
+        ranges = await contact_ranges(pool, tenant_id, parts, min_contacts=min_contacts)
+        if len(ranges) > 1:
+            predicates = [compile_sql(rule, replace(params, contacts=r), first_arg=2) for r in ranges]
+            return await preview(pool, tenant_id, predicates, sample)
+    return await preview(pool, tenant_id, [whole], sample)
+
+
+async def plan_cost(pool: asyncpg.Pool, tenant_id: str, predicate: CompiledSql, sample: int) -> float:
+    """The planner's estimated total cost of the preview statement of ``predicate`` (with the
+    preview's settings: a custom plan for the actual values)."""
+    sql = PREVIEW.format(predicate=predicate.sql, limit=int(sample))
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        for setting in PREVIEW_SETTINGS:
+            await conn.execute(setting)
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", tenant_id, *predicate.args)
+    if isinstance(plan, str):  # json without a codec on the connection
+        plan = json.loads(plan)
+    return float(plan[0]["Plan"]["Total Cost"])
 
 
 async def preview(
