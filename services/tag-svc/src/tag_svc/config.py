@@ -42,11 +42,11 @@ class TagSettings(ServiceSettings):
     # (its planner's cost units; 0: always) over a tenant of at least
     # preview_split_min_contacts is counted as this many contact ranges side by side (one
     # connection and one PostgreSQL backend each, one snapshot). At 1M profiles on the 2-core dev
-    # VM, the rules estimated under ~180,000 (counts over short windows, tags, attributes) were as
-    # fast or faster as one statement; the order-wide aggregates above it gained up to 40 %.
+    # VM (with migration 0011), two ranges took 35-60 % off every rule estimated at 38,000 or
+    # more; a tag-only rule (27,000, ~100 ms) got 20 ms slower, hence the floor.
     tag_preview_parallelism: int = Field(default=2, ge=1, le=8)
     tag_preview_split_min_contacts: int = Field(default=50_000, ge=0)
-    tag_preview_split_min_cost: float = Field(default=180_000, ge=0)
+    tag_preview_split_min_cost: float = Field(default=30_000, ge=0)
 
     @property
     def effective_wecom_adapter(self) -> Literal["recording", "http"]:
