@@ -42,7 +42,7 @@ class TagSettings(ServiceSettings):
     # (its planner's cost units; 0: always) over a tenant of at least
     # preview_split_min_contacts is counted as this many contact ranges side by side (one
     # connection and one PostgreSQL backend each, one snapshot). At 1M profiles on the 2-core dev
-    # VM (with migration 0011), two ranges took 40-60 % off every rule slower than 250 ms and
+    # VM (with migration 0011), two ranges took 20-60 % off every rule slower than 250 ms and
     # left the fast ones within 30 ms (tags and attributes, 100-200 ms, about 20-30 ms slower);
     # the floor keeps the cheapest (a tag alone: 27,000) whole.
     tag_preview_parallelism: int = Field(default=2, ge=1, le=8)
