@@ -24,7 +24,7 @@ from scrm_shared.auth import AdminOrOperator, AnyRole
 from scrm_shared.db.outbox import enqueue_event
 from scrm_shared.events import SegmentDeleted, SegmentDeletedEvent, new_event
 from scrm_shared.problems import Problem
-from tag_svc.api.deps import Pool
+from tag_svc.api.deps import Pool, Settings
 from tag_svc.api.segment_models import (
     BackfillProgress,
     ContactSegment,
@@ -40,7 +40,6 @@ from tag_svc.api.segment_models import (
     SizeOnDay,
 )
 from tag_svc.api.tag_rules import refuse_segment_cycle
-from tag_svc.config import TagSettings
 from tag_svc.processor.evaluate import SOURCE
 from tag_svc.processor.model import utc_now
 from tag_svc.processor.store import Executor, catalog
@@ -149,7 +148,9 @@ async def list_segments(principal: AnyRole, pool: Pool) -> Segments:
 @router.post(
     "/preview", response_model=Preview, summary="Count the contacts a rule matches", responses=_INVALID
 )
-async def preview_rule(body: PreviewIn, request: Request, principal: AdminOrOperator, pool: Pool) -> Preview:
+async def preview_rule(
+    body: PreviewIn, request: Request, principal: AdminOrOperator, pool: Pool, settings: Settings
+) -> Preview:
     """How many contacts match the rule today, and a sample: the SQL engine over the profiles,
     nothing written (RFM thresholds are derived first if the tenant has none). A large tenant is
     counted in contact ranges side by side (``SCRM_TAG_PREVIEW_PARALLELISM``), in one snapshot."""
@@ -157,9 +158,6 @@ async def preview_rule(body: PreviewIn, request: Request, principal: AdminOrOper
     tenant = principal.tenant_id
     _, today = await today_of(pool, request, tenant)
     rfm = await ensure_rfm(pool, tenant, today) if uses_rfm(rule) else None
-    settings = getattr(request.app.state, "settings", None)
-    if not isinstance(settings, TagSettings):
-        settings = TagSettings()
     count, sample = await catalog.preview_rule(
         pool,
         tenant,

@@ -19,8 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from scrm_shared.auth import AdminOnly, AdminOrOperator
 from scrm_shared.problems import Problem
-from tag_svc.api.deps import Pool
-from tag_svc.config import TagSettings
+from tag_svc.api.deps import Pool, get_settings
 from tag_svc.schemas import (
     CorpTagSyncIssue,
     CorpTagSyncReport,
@@ -74,7 +73,7 @@ async def corp_tag_adapter(request: Request) -> AsyncIterator[CorpTagAdapter]:
     tests may set ``app.state.wecom`` first), or WeCom over HTTP for this request. (No service
     lifespan hook holds a client across requests, so a sync asks gettoken anew: syncs are rare.)"""
     state = request.app.state
-    settings: TagSettings = state.settings
+    settings = get_settings(request)
     if settings.effective_wecom_adapter == "recording":
         if getattr(state, "wecom", None) is None:
             state.wecom = RecordingAdapter(keep=1000)

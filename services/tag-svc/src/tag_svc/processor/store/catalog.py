@@ -387,8 +387,8 @@ async def preview_rule(
     A rule PostgreSQL expects to cost at least ``min_cost`` (its planner's units) over a tenant
     of about ``min_contacts`` or more is counted as up to ``parallelism`` contact ranges side by
     side (:func:`contact_ranges`, never more than the pool's connections), each by its own
-    compiled predicate (:func:`preview`). A cheaper rule is one statement: splitting it costs
-    more (a second connection, and each range reading the whole profiles table) than it saves.
+    compiled predicate (:func:`preview`). A cheaper rule is one statement: a second connection
+    and a second plan cost it about as much as the split saves.
     """
     whole = compile_sql(rule, params, first_arg=2)
     parts = min(parallelism, pool.get_max_size())
