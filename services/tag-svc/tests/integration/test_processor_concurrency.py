@@ -9,8 +9,11 @@ import uuid
 import pytest
 
 from scrm_shared.kafka.consumer import Consumed
+from scrm_shared.testing.plugin import wait_for
 from tag_svc.processor import SegmentBackfiller, SegmentScheduler, build_segment_handler
 from tag_svc.processor import evaluate as evaluate_module
+from tag_svc.processor.store import catalog
+from tag_svc.processor.store import members as member_store
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +136,75 @@ async def test_a_batch_in_two_lanes_applies_every_contact_once(
     assert sorted(await seg_api.members(segment)) == contacts
     assert await seg_pool.fetchval(COUNT_OUTBOX) == 40
     assert (await seg_api.get(segment))["size"] == 40
+
+
+def blocked_by(pool, pid: int):  # type: ignore[no-untyped-def]
+    """A predicate: some session waits for a lock ``pid`` holds."""
+
+    async def waits() -> bool:
+        blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+        return bool(await pool.fetchval(blocked, pid))
+
+    return waits
+
+
+async def test_writers_of_one_segment_wait_for_each_other_only_over_its_size(
+    seg_api, seg_deps, seg_events, seg_pool, seg_clock, tenant
+):
+    """The processor's lanes (and two workers) write members of the same segments side by side;
+    only the size update, the last statement before a commit, makes one wait for the other."""
+    segment = await seg_api.create(TWO_IN_7_DAYS)
+    segment_id = uuid.UUID(segment)
+    handle = build_segment_handler(seg_deps, clock=seg_clock)
+    async with seg_pool.acquire() as other:
+        other_pid = await other.fetchval("SELECT pg_backend_pid()")
+        async with other.transaction():
+            # Another writer in the middle of its transaction: its segments locked, members written.
+            await member_store.lock_segments(other, tenant, [segment_id])
+            await asyncio.wait_for(
+                handle(
+                    consumed(seg_events.order(external_userid="wm1"), seg_events.order(external_userid="wm1"))
+                ),
+                timeout=30,
+            )
+            assert await seg_api.members(segment) == ["wm1"]
+            # The other writer reaches its sizes: the next writer of this segment waits for its commit.
+            await member_store.apply_sizes(other, tenant, seg_clock().date(), {segment_id: (0, 0)})
+            second = asyncio.create_task(
+                handle(
+                    consumed(seg_events.order(external_userid="wm2"), seg_events.order(external_userid="wm2"))
+                )
+            )
+            await wait_for(blocked_by(seg_pool, other_pid), timeout=30)
+            assert not second.done()
+        await asyncio.wait_for(second, timeout=30)
+    assert sorted(await seg_api.members(segment)) == ["wm1", "wm2"]
+    assert (await seg_api.get(segment))["size"] == 2
+
+
+async def test_a_segment_deleted_while_a_batch_evaluates_it_gets_no_members_and_no_events(
+    seg_api, seg_deps, seg_events, seg_pool, seg_clock, tenant
+):
+    kept = await seg_api.create(TWO_IN_7_DAYS)
+    doomed = await seg_api.create(TWO_IN_7_DAYS)
+    handle = build_segment_handler(seg_deps, clock=seg_clock)
+    await handle(consumed(seg_events.order(external_userid="wm0")))  # the segments are in its view
+    async with seg_pool.acquire() as deleting:
+        deleting_pid = await deleting.fetchval("SELECT pg_backend_pid()")
+        async with deleting.transaction():
+            assert await catalog.delete_segment(deleting, tenant, uuid.UUID(doomed)) is not None
+            batch = asyncio.create_task(handle(consumed(seg_events.order(external_userid="wm0"))))
+            await wait_for(blocked_by(seg_pool, deleting_pid), timeout=30)
+        # Deleted: the batch's member rows of that segment cannot be written; it evaluates again.
+        await asyncio.wait_for(batch, timeout=30)
+    assert await seg_api.members(kept) == ["wm0"]
+    assert (
+        await seg_pool.fetchval(
+            "SELECT count(*) FROM segment_members WHERE segment_id = $1", uuid.UUID(doomed)
+        )
+        == 0
+    )
+    values = [
+        r["value"] for r in await seg_pool.fetch("SELECT value FROM outbox WHERE topic = 'segment-changed'")
+    ]
+    assert len(values) == 1 and kept.encode() in values[0]

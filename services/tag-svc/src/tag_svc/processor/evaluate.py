@@ -139,12 +139,13 @@ async def reevaluate(
 
 
 async def publish(conn: Conn, view: TenantView, transitions: Sequence[Transition]) -> None:
-    """Count ``transitions`` into the segments' sizes and history, and enqueue their events
-    (memberships already written)."""
+    """Enqueue the events of ``transitions`` and count them into the segments' sizes and history
+    (memberships already written). The sizes come last: from their update to the commit, other
+    writers of these segments wait (see :mod:`.store.members`)."""
     if not transitions:
         return
-    await store.apply_sizes(conn, view.tenant_id, view.today, size_deltas(transitions))
     events = segment_changed_events(view.tenant_id, SOURCE, transitions)
     await enqueue_events(conn, TOPIC, events)
+    await store.apply_sizes(conn, view.tenant_id, view.today, size_deltas(transitions))
     for (change, kind), count in collections.Counter((t.change, t.cause.kind) for t in transitions).items():
         TRANSITIONS.labels(change, kind).inc(count)

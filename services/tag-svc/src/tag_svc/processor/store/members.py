@@ -3,8 +3,12 @@ re-evaluations.
 
 Lock order, the same for every writer (processor, schedule, backfill): the contacts' ``profiles``
 rows first (see :mod:`.profiles`), then the ``segments`` rows whose size changes (``segment_id``
-order), then their member rows; deleting a segment locks its row before its members. So
-concurrent writers wait for each other but never deadlock.
+order) ``FOR KEY SHARE``, then their member rows, and last, just before the commit, those
+``segments`` rows again for the size (the ``UPDATE`` locks them ``FOR NO KEY UPDATE``, again in
+id order); deleting a segment locks its row (``FOR UPDATE``) before its members. So concurrent
+writers wait for each other but never deadlock, and two writers (the processor's lanes, two
+workers) only wait for each other over the sizes at the end of their transactions: the key share
+lock does not exclude another writer, only a deletion.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ RETURNING segment_id, external_userid
 LOCK_SEGMENT_ROWS = """
 SELECT segment_id FROM segments WHERE tenant_id = $1 AND segment_id = ANY($2::uuid[])
 ORDER BY segment_id
-FOR NO KEY UPDATE
+FOR KEY SHARE
 """
 
 # A batch's size changes per segment, and the day's row of the history: the size after the
@@ -136,16 +140,18 @@ async def remove_all(conn: Conn, tenant_id: str, euids: Collection[str]) -> list
 
 
 async def lock_segments(conn: Conn, tenant_id: str, segment_ids: Collection[UUID]) -> None:
-    """Lock the segment rows whose memberships and size are about to change (id order), before
-    writing members: a segment being deleted meanwhile then either waits for us or is gone,
-    and never deadlocks with us over its member rows."""
+    """Lock the segment rows whose memberships and size are about to change (id order, ``FOR KEY
+    SHARE``), before writing members: a segment being deleted meanwhile then either waits for
+    us or is gone, and never deadlocks with us over its member rows. Other writers are not kept
+    out (they wait only for :func:`apply_sizes`)."""
     if segment_ids:
         await conn.execute(LOCK_SEGMENT_ROWS, tenant_id, sorted(segment_ids))
 
 
 async def apply_sizes(conn: Conn, tenant_id: str, day: date, deltas: Mapping[UUID, tuple[int, int]]) -> None:
     """Add (entered, exited) per segment to its size and to ``day``'s history row (rows locked
-    by :func:`lock_segments`)."""
+    by :func:`lock_segments`). The last statement of a writer's transaction: from here to the
+    commit, another writer changing the same segments' sizes waits."""
     if not deltas:
         return
     ids = sorted(deltas)

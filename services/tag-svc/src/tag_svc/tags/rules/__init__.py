@@ -24,8 +24,8 @@ the contact), whose exit removes it later.
 
 **Creating a rule** applies it at once to the segment's members (:func:`apply_to_members`), in
 chunks: each chunk locks the segment row ``FOR SHARE``, which the processor's membership writers
-need ``FOR NO KEY UPDATE``, so no contact enters or leaves under a chunk and none is tagged after
-its exit was handled. Events meanwhile apply as usual (the rule exists from its first commit).
+need ``FOR NO KEY UPDATE`` (for the sizes) before they commit, so no contact enters or leaves
+under a chunk and none is tagged after its exit was handled. Events meanwhile apply as usual (the rule exists from its first commit).
 Progress lives in the rule row; a creation that failed half-way is resumed by posting it again.
 **Deleting a rule** leaves its tags in place (they are still "by rule", and a rule re-created for
 the same segment and tag owns them again) unless asked to remove them (:func:`delete_rule`).
