@@ -86,6 +86,7 @@ async def test_bad_messages_are_dead_lettered_and_good_ones_still_processed(
         json.dumps(float_money).encode(),
         good2.to_bytes(),
     ]
+    sent_from = datetime.now(UTC).timestamp()
     for v in values:
         await producer.send_and_wait(
             topic, v, key=b"acme:A", headers=[("traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")]
@@ -110,6 +111,11 @@ async def test_bad_messages_are_dead_lettered_and_good_ones_still_processed(
         await consumer.stop()
 
     assert [c.event.data.order_id for c in handled] == ["A-1", "A-2"]
+    # Each event carries its record's Kafka timestamp (the producer's send time here).
+    assert all(
+        c.timestamp_ms is not None and sent_from - 5 <= c.timestamp_ms / 1000 <= sent_from + 60
+        for c in handled
+    )
     assert committed == len(values)
     labels = {"service": "test-svc", "topic": topic}
     assert REGISTRY.get_sample_value("scrm_consumer_lag", {**labels, "partition": "0"}) == 0

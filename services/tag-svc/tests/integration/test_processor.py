@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from scrm_shared.testing.plugin import wait_for
 from tag_svc.processor.schedule import SegmentScheduler
@@ -146,7 +147,8 @@ async def test_exit_when_the_window_passes(
 
     seg_clock.advance(days=5)  # 6 May: nothing changes
     assert await seg_worker.scheduler.run_once() == 0
-    seg_clock.advance(hours=6)  # 7 May 00:00 in Shanghai
+    delays_before = _delays("time")
+    seg_clock.advance(hours=6, seconds=30)  # 7 May 00:00:30 in Shanghai
     await seg_api.wait_members(segment, set())
     exited = (await seg_published())[-1]
     assert (exited["change"], exited["cause"], exited["at"]) == (
@@ -156,6 +158,36 @@ async def test_exit_when_the_window_passes(
     )
     # One order left: the answer can never change again without a new event, so nothing is due.
     assert await seg_pool.fetchval("SELECT count(*) FROM segment_schedule") == 0
+    # Operators see how long after its moment the time-driven change was applied: 30 s here.
+    assert _delays("time") == (delays_before[0] + 1, delays_before[1] + 30.0)
+
+
+def _delays(cause: str) -> tuple[float, float]:
+    """(count, sum) of the processor's apply delays for ``cause`` so far."""
+    labels = {"cause": cause}
+    return (
+        REGISTRY.get_sample_value("scrm_segment_apply_delay_seconds_count", labels) or 0.0,
+        REGISTRY.get_sample_value("scrm_segment_apply_delay_seconds_sum", labels) or 0.0,
+    )
+
+
+async def test_the_delay_from_kafka_to_the_commit_is_measured_per_event(
+    seg_worker, seg_api, seg_events, seg_send
+):
+    segment = await seg_api.create(TWO_ORDERS_IN_30_DAYS)
+    await seg_api.wait_live(segment)
+    count, total = _delays("event")
+    buyer = euid()
+    await seg_send(seg_events.order(external_userid=buyer), seg_events.order(external_userid=buyer))
+    await seg_api.wait_members(segment, {buyer})
+
+    async def observed() -> bool:
+        return _delays("event")[0] == count + 2
+
+    await wait_for(observed)
+    # Wall-clock seconds from the records' timestamps (the test clock stands in 2024: a delay
+    # measured against it would be years).
+    assert 0 <= _delays("event")[1] - total < 30
 
 
 async def test_erasure_ends_memberships_for_good(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from scrm_shared.testing.plugin import wait_for
 from tag_svc.processor.store import catalog
@@ -29,6 +30,7 @@ async def test_new_and_edited_segments_are_backfilled_over_existing_profiles(
         return await seg_pool.fetchval("SELECT count(*) FROM profiles") == 5
 
     await wait_for(profiles)
+    backfilled, finished = _backfill_counts()
     preview = await seg_client.post("/v1/segments/preview", json={"rule": TWICE}, headers=seg_headers)
     assert preview.json() == {"count": 2, "sample": [a, c]}
 
@@ -37,6 +39,7 @@ async def test_new_and_edited_segments_are_backfilled_over_existing_profiles(
     assert created["backfill"]["total"] == 5  # chunks of 2 profiles: 3 chunks
     live = await seg_api.wait_live(segment)
     assert (live["size"], live["backfill"]) == (2, None)
+    assert _backfill_counts() == (backfilled + 5, finished + 1)  # what a dashboard shows
     assert set(await seg_api.members(segment)) == {a, c}
     assert {(x["external_userid"], x["cause"]) for x in await seg_published()} == {
         (a, "backfill"),
@@ -50,10 +53,19 @@ async def test_new_and_edited_segments_are_backfilled_over_existing_profiles(
     assert (edited.json()["status"], edited.json()["backfill"]["cause"]) == ("backfilling", "rule-edited")
     await seg_api.wait_live(segment)
     assert set(await seg_api.members(segment)) == {a, b, c, d}
+    assert _backfill_counts() == (backfilled + 10, finished + 2)
     changes = await seg_published()
     assert sorted(x["external_userid"] for x in changes if x["cause"] == "rule-edited") == [b, d]
     history = await seg_client.get(f"/v1/segments/{segment}/history", params={"days": 2}, headers=seg_headers)
     assert history.json()["items"][-1] == {"day": "2024-05-01", "size": 4, "entered": 4, "exited": 0}
+
+
+def _backfill_counts() -> tuple[float, float]:
+    """Contacts backfilled and backfills finished, as the worker's metrics count them."""
+    return (
+        REGISTRY.get_sample_value("scrm_segment_backfill_contacts_total") or 0.0,
+        REGISTRY.get_sample_value("scrm_segment_backfills_finished_total") or 0.0,
+    )
 
 
 async def test_progress_commits_only_under_the_rule_it_was_computed_with(

@@ -65,7 +65,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Consumed:
-    """A valid event with where it came from."""
+    """A valid event with where it came from.
+
+    ``timestamp_ms``: the record's Kafka timestamp (milliseconds since the epoch: when the
+    producer sent it, or when the broker appended it, by the topic's setting), ``None`` when the
+    event did not come from Kafka. What a handler measures its delay from.
+    """
 
     event: Event
     topic: str
@@ -73,6 +78,7 @@ class Consumed:
     offset: int
     key: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int | None = None
 
 
 Handler = Callable[[Sequence[Consumed]], Awaitable[None]]
@@ -180,6 +186,7 @@ class BatchConsumer:
                     offset=record.offset,
                     key=record.key,
                     headers=tuple(record.headers or ()),
+                    timestamp_ms=record.timestamp,
                 )
             )
         if rejects:

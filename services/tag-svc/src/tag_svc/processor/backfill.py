@@ -20,6 +20,7 @@ import logging
 from uuid import UUID
 
 import asyncpg
+from prometheus_client import Counter
 
 from scrm_shared.db.pool import advisory_key
 from scrm_shared.service.worker import BackgroundTask, WorkerDeps
@@ -32,6 +33,14 @@ from tag_svc.processor.tenants import SegmentCache, load_view, timezones
 __all__ = ["SegmentBackfiller", "run_segment_backfills", "segment_backfill_task"]
 
 log = logging.getLogger(__name__)
+
+BACKFILLED = Counter(
+    "scrm_segment_backfill_contacts",
+    "Contacts a backfill (a new segment, or an edited rule) has evaluated, in committed chunks.",
+)
+SEGMENTS_LIVE = Counter(
+    "scrm_segment_backfills_finished", "Backfills that finished: their segment went live."
+)
 
 CHUNK_SIZE = 1000
 POLL_SECONDS = 1.0
@@ -82,15 +91,23 @@ class SegmentBackfiller:
     async def chunk(self, tenant_id: str, segment_id: UUID) -> bool | None:
         """One chunk: ``True`` if more remain, ``False`` if the segment went live, ``None`` if
         there was nothing to do (not backfilling any more, or another worker holds it)."""
+        more, contacts = await self._chunk(tenant_id, segment_id)
+        # Committed (the transaction is closed): the chunk's contacts count as done.
+        BACKFILLED.inc(contacts)
+        if more is False:
+            SEGMENTS_LIVE.inc()
+        return more
+
+    async def _chunk(self, tenant_id: str, segment_id: UUID) -> tuple[bool | None, int]:
         schema = await self._current_schema()
         zones = await timezones(self.pool, [tenant_id])
         async with self.pool.acquire() as conn, conn.transaction():
             key = advisory_key(f"segment-backfill:{tenant_id}:{segment_id}", schema)
             if not await conn.fetchval(TRY_LOCK, key):
-                return None
+                return None, 0
             state = await catalog.backfill_state(conn, tenant_id, segment_id)
             if state is None:
-                return None
+                return None, 0
             version, cursor = state["rule_version"], state["backfill_cursor"] or ""
             rows = await profile_store.lock_chunk(conn, tenant_id, cursor, self.chunk_size)
             now = self.clock()
@@ -112,8 +129,8 @@ class SegmentBackfiller:
             if len(rows) < self.chunk_size:
                 if not await catalog.finish_backfill(conn, tenant_id, segment_id, version):
                     raise _Superseded
-                return False
-            return True
+                return False, len(rows)
+            return True, len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Backfill whatever is backfilling, polling every ``poll`` seconds until ``stop``."""

@@ -35,7 +35,7 @@ from tag_svc.processor.store import members as store
 from tag_svc.processor.store import profiles as profile_store
 from tag_svc.segments import Profile
 
-__all__ = ["SOURCE", "TOPIC", "Touch", "publish", "reevaluate"]
+__all__ = ["APPLY_DELAY", "SOURCE", "TOPIC", "Touch", "publish", "reevaluate"]
 
 TOPIC = "segment-changed"
 SOURCE = "tag-svc"
@@ -48,6 +48,15 @@ EVALUATE_SECONDS = Histogram(
     "scrm_segment_evaluate_seconds",
     "Time to evaluate one batch of contacts in Python (rules only, no I/O).",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+APPLY_DELAY = Histogram(
+    "scrm_segment_apply_delay_seconds",
+    "Seconds from the moment a contact's memberships had to be re-evaluated until the "
+    "re-evaluation committed: by cause, event (from the event's Kafka timestamp; the promise: "
+    "within a second) or time (from the tenant-local midnight its next change was due; the "
+    "promise: within a minute).",
+    ["cause"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86400.0),
 )
 
 

@@ -22,14 +22,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from prometheus_client import Counter
 
 from scrm_shared.service.worker import BackgroundTask, WorkerDeps
-from tag_svc.processor.evaluate import Touch, reevaluate
+from tag_svc.processor.evaluate import APPLY_DELAY, Touch, reevaluate
 from tag_svc.processor.model import Cause, Clock, start_of_day, utc_now
 from tag_svc.processor.store import catalog
 from tag_svc.processor.store import identity as identity_store
@@ -112,7 +113,7 @@ class SegmentScheduler:
             async with self.pool.acquire() as conn, conn.transaction():
                 rows = await profile_store.lock_skip_locked(conn, tenant_id, due)
                 locked = {r["external_userid"]: r for r in rows}
-                still = await member_store.still_due(conn, tenant_id, locked, today) if locked else set()
+                still = await member_store.still_due(conn, tenant_id, locked, today) if locked else {}
                 if still:
                     view = await load_view(conn, self.cache, tenant_id, tz, now)
                     cause = Cause("time", start_of_day(today, tz))
@@ -129,6 +130,7 @@ class SegmentScheduler:
             if not still:
                 # What is left is being re-evaluated by someone else right now.
                 return done
+            observe_delays(still.values(), tz, self.clock())
             done += len(still)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -144,6 +146,14 @@ class SegmentScheduler:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
+
+
+def observe_delays(due_days: Iterable[date], tz: ZoneInfo, committed_at: datetime) -> None:
+    """How long after the midnight (in ``tz``) each contact's next change was due its
+    re-evaluation committed: within the interval, unless the schedule fell behind."""
+    delays = APPLY_DELAY.labels("time")
+    for day in due_days:
+        delays.observe(max((committed_at - start_of_day(day, tz)).total_seconds(), 0.0))
 
 
 def segment_schedule_task(

@@ -107,7 +107,7 @@ LIMIT $3
 
 # After locking the profiles: are they still due (or did someone re-evaluate them meanwhile)?
 SELECT_STILL_DUE = """
-SELECT external_userid FROM segment_schedule
+SELECT external_userid, due_day FROM segment_schedule
 WHERE tenant_id = $1 AND external_userid = ANY($2::text[]) AND due_day <= $3
 """
 
@@ -187,6 +187,7 @@ async def due_contacts(db: Executor, tenant_id: str, today: date, limit: int) ->
     return [r["external_userid"] for r in rows]
 
 
-async def still_due(conn: Conn, tenant_id: str, euids: Collection[str], today: date) -> set[str]:
+async def still_due(conn: Conn, tenant_id: str, euids: Collection[str], today: date) -> dict[str, date]:
+    """Those of ``euids`` still due by ``today``, with the day each was due."""
     rows = await conn.fetch(SELECT_STILL_DUE, tenant_id, list(euids), today)
-    return {r["external_userid"] for r in rows}
+    return {r["external_userid"]: r["due_day"] for r in rows}
