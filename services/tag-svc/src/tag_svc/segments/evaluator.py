@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Protocol
+from typing import Protocol, cast
 
 from tag_svc.segments.profile import ZERO, DaySeries, Fact, FactLine, Profile
 from tag_svc.segments.rfm import MissingRfmThresholds, RfmHistory, RfmThresholds
@@ -92,37 +92,32 @@ def assess_rules(
     for the next change stops at the first day on which any rule flips, instead of walking every
     rule's own steps to its end.
     """
+    rule_set = _rule_set(rules)
     contact = ContactFacts(profile, rfm)
-    bound = [contact.bind(rule) for rule in rules]
-    values = [combine(atoms, today) for combine, atoms in bound]
+    atoms = [contact.atom(leaf) for leaf in rule_set.leaves]
+    combines = rule_set.combines
+    values = [combine(atoms, today) for combine in combines]
     # A rule's value can only change on a step day of one of its atoms. The walk visits those
     # days in order, each atom asked only for its next one (a heap of one entry per atom), and
     # evaluates on a day only the rules having an atom that steps then: it stops at the first
     # day any rule flips, usually a few days in, without listing the later steps (those of a
     # 3650-day window or of the RFM horizon).
-    users: dict[int, tuple[_Atom, list[int]]] = {}
-    for index, (_, atoms) in enumerate(bound):
-        if rules[index].timed:
-            for atom in atoms:
-                users.setdefault(id(atom), (atom, []))[1].append(index)
-    stepping = list(users.values())
-    heap = [(day, n) for n, (atom, _) in enumerate(stepping) if (day := atom.next_step(today)) is not None]
+    users = rule_set.users
+    heap = [(day, n) for n in rule_set.stepping if (day := atoms[n].next_step(today)) is not None]
     heapq.heapify(heap)
     while heap:
         day = heap[0][0]
         due: set[int] = set()
         while heap and heap[0][0] == day:
             n = heap[0][1]
-            atom, indexes = stepping[n]
-            due.update(indexes)
-            following = atom.next_step(day)
+            due.update(users[n])
+            following = atoms[n].next_step(day)
             if following is None:
                 heapq.heappop(heap)
             else:
                 heapq.heapreplace(heap, (following, n))
         for index in due:
-            combine, atoms = bound[index]
-            if combine(atoms, day) != values[index]:
+            if combines[index](atoms, day) != values[index]:
                 return values, day
     return values, None
 
@@ -156,6 +151,9 @@ class CompiledRule:
     leaves: tuple[_Leaf, ...]
     combine: _Combine
     timed: bool
+    template: str
+    """The combiner's expression with ``{k}`` where it reads its k-th leaf's atom: a rule set
+    (:func:`_rule_set`) re-numbers it over the set's atoms."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,16 +225,74 @@ def compile_rule(rule: Rule) -> CompiledRule:
         if leaf.id not in leaves:
             leaves[leaf.id] = len(order)
             order.append(leaf)
-        return f"a[{leaves[leaf.id]}].value_at(d)"
+        return f"a[{{{leaves[leaf.id]}}}].value_at(d)"
 
     # One function per rule instead of a tree of closures: the processor evaluates every rule of
     # a touched contact, and again on each day its next change is searched on.
-    expression = node(rule)
-    combine = eval(f"lambda a, d: bool({expression})", {"__builtins__": {"bool": bool}})  # noqa: S307
+    template = node(rule)
+    combine = _combiner(template.format(*range(len(order))))
     timed = any(
         isinstance(leaf.condition, EventCondition | FirstAddedCondition | RfmCondition) for leaf in order
     )
-    return CompiledRule(rule, tuple(order), combine, timed)
+    return CompiledRule(rule, tuple(order), combine, timed, template)
+
+
+def _combiner(expression: str) -> _Combine:
+    """``lambda a, d: bool(<expression>)``: only indexes and operators, never a value from a rule."""
+    return eval(f"lambda a, d: bool({expression})", {"__builtins__": {"bool": bool}})  # type: ignore[no-any-return]  # noqa: S307
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleSet:
+    """Rules evaluated together (one contact's segments), prepared once: the distinct leaves of
+    all of them, each rule's combiner over the set's atoms (no per-contact binding), and for
+    the next-change walk the atoms that can step with the timed rules reading each."""
+
+    leaves: tuple[_Leaf, ...]
+    combines: tuple[_Combine, ...]
+    users: tuple[tuple[int, ...], ...]
+    """Per atom: the indexes of the timed rules reading it."""
+    stepping: tuple[int, ...]
+    """The atoms some timed rule reads."""
+
+
+_RULE_SETS: dict[tuple[int, ...], tuple[tuple[CompiledRule, ...], _RuleSet]] = {}
+_RULE_SETS_MAX = 1024
+
+
+def _rule_set(rules: Sequence[CompiledRule]) -> _RuleSet:
+    """The rule set of ``rules`` (cached by the rules' identities: a processor asks for the same
+    few sets, built from the compiled rules it keeps, for every contact)."""
+    key = tuple(map(id, rules))
+    hit = _RULE_SETS.get(key)
+    if hit is not None:
+        return hit[1]  # the entry holds the rules: their ids cannot have been reused
+    position: dict[int, int] = {}
+    leaves: list[_Leaf] = []
+    users: list[list[int]] = []
+    combines: list[_Combine] = []
+    for index, rule in enumerate(rules):
+        numbers = []
+        for leaf in rule.leaves:
+            n = position.get(leaf.id)
+            if n is None:
+                n = position[leaf.id] = len(leaves)
+                leaves.append(leaf)
+                users.append([])
+            numbers.append(n)
+            if rule.timed:
+                users[n].append(index)
+        combines.append(_combiner(rule.template.format(*numbers)))
+    built = _RuleSet(
+        tuple(leaves),
+        tuple(combines),
+        tuple(tuple(u) for u in users),
+        tuple(n for n, u in enumerate(users) if u),
+    )
+    if len(_RULE_SETS) >= _RULE_SETS_MAX:
+        _RULE_SETS.clear()
+    _RULE_SETS[key] = (tuple(rules), built)
+    return built
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,32 +313,26 @@ class ContactFacts:
         self._atoms: dict[int, _Atom] = {}
         self._series: dict[int, DaySeries] = {}
 
-    def bind(self, rule: CompiledRule) -> tuple[_Combine, list[_Atom]]:
-        """The rule's combiner with this contact's atoms for its leaves."""
-        atoms = self._atoms
-        bound = []
-        for leaf in rule.leaves:
-            atom = atoms.get(leaf.id)
-            if atom is None:
-                atom = atoms[leaf.id] = self._build(leaf)
-            bound.append(atom)
-        return rule.combine, bound
+    def atom(self, leaf: _Leaf) -> _Atom:
+        """This contact's atom for ``leaf`` (built once)."""
+        atom = self._atoms.get(leaf.id)
+        if atom is None:
+            atom = self._atoms[leaf.id] = self._build(leaf)
+        return atom
 
     def value(self, rule: CompiledRule, day: date) -> bool:
-        combine, atoms = self.bind(rule)
-        return combine(atoms, day)
+        return rule.combine([self.atom(leaf) for leaf in rule.leaves], day)
 
     def _build(self, leaf: _Leaf) -> _Atom:
         p, condition = self.profile, leaf.condition
+        if leaf.series is not None and leaf.window is not None:  # an event condition: most leaves
+            return _Windowed(leaf.window, self._series_of(leaf.series, cast(EventCondition, condition)))
         if isinstance(condition, TagCondition):
             return _Constant(condition.tag in p.tags)
         if isinstance(condition, AttrCondition):
             return _Constant(_attr_matches(condition, p))
         if isinstance(condition, FirstAddedCondition):
             return _DaysSince(condition, p.first_added_day)
-        if isinstance(condition, EventCondition):
-            assert leaf.series is not None and leaf.window is not None
-            return _Windowed(leaf.window, self._series_of(leaf.series, condition))
         if isinstance(condition, RfmCondition):
             if self._rfm is None:
                 raise MissingRfmThresholds("the rule has an rfm condition: pass the tenant's RFM thresholds")
