@@ -19,7 +19,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, TypeAdapter
 
 from scrm_shared.events import SegmentChangedEvent
-from tag_svc.processor.model import Transition
+from tag_svc.processor.model import Cause, Transition
 
 __all__ = ["EncodedEvent", "new_event_ids", "segment_changed_events"]
 
@@ -95,8 +95,11 @@ def segment_changed_events(
     tenant = string(tenant_id)
     src = string(source)
     out: list[EncodedEvent] = []
+    cause: Cause | None = None
+    at = b""
     for event_id, t in zip(new_event_ids(len(transitions)), transitions, strict=True):
-        at = time(t.cause.at)
+        if t.cause is not cause:  # a contact's transitions share their cause: encode its time once
+            cause, at = t.cause, time(t.cause.at)
         euid = t.external_userid
         cause_event_id = t.cause.event_id
         value = b"".join(
