@@ -5,6 +5,7 @@ previews' partial indexes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import date, timedelta
 from decimal import Decimal
@@ -130,6 +131,37 @@ async def test_processor_writes_lines_with_their_facts_contact_and_day(pool):
     ]
 
 
+async def test_a_history_is_read_with_its_lines_inline_and_older_facts_through_the_lines_table(pool):
+    """Facts carry a copy of their lines (migration 0012): reading a history back needs no
+    lookup per fact. Facts written before it (no copy) are read through the lines table, alike."""
+    order = _order("o1", 3, ("护肤", "A", "100.50"), ("彩妆", "B", "60"))
+    refund = _refund("r1", order, ("护肤", "A", "100.50"))
+    plain = _order("o2", 1)  # no lines
+    async with pool.acquire() as conn, conn.transaction():
+        await profiles.insert_facts(conn, TENANT, [("wm1", order), ("wm1", refund), ("wm1", plain)])
+    inline = await pool.fetch(
+        "SELECT event_key, lines::text AS lines FROM profile_facts WHERE tenant_id = $1 ORDER BY event_key",
+        TENANT,
+    )
+    assert [(r["event_key"], json.loads(r["lines"])) for r in inline] == [
+        ("o1", [["护肤", "A", "100.50"], ["彩妆", "B", "60"]]),
+        ("o2", []),
+        ("r1", [["护肤", "A", "-100.50"]]),
+    ]
+    types = ["order-placed", "order-refunded"]
+    async with pool.acquire() as conn:
+        read = await profiles.load_facts(conn, TENANT, ["wm1"], types, lines=True)
+        plan = await _plan(conn, profiles.SELECT_FACTS_WITH_LINES, TENANT, ["wm1"], types, analyze=True)
+    assert sorted(read["wm1"], key=lambda f: f.key) == [order, plain, refund]
+    assert "never executed" in plan  # no line was looked up
+
+    await pool.execute("UPDATE profile_facts SET lines = NULL")  # as written before 0012
+    async with pool.acquire() as conn:
+        assert sorted(
+            (await profiles.load_facts(conn, TENANT, ["wm1"], types, lines=True))["wm1"], key=lambda f: f.key
+        ) == [order, plain, refund]
+
+
 async def test_erasure_deletes_the_contacts_lines_and_only_theirs(pool):
     erased, kept = _order("o1", 1, ("护肤", "A", "100")), _order("o2", 1, ("护肤", "A", "100"))
     async with pool.acquire() as conn, conn.transaction():
@@ -216,8 +248,9 @@ async def test_category_over_a_long_window_counts_through_processor_written_line
         assert by_python == expected, name
 
 
-async def _plan(conn: asyncpg.Connection, sql: str, *args: object) -> str:
-    return "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *args))
+async def _plan(conn: asyncpg.Connection, sql: str, *args: object, analyze: bool = False) -> str:
+    explain = "EXPLAIN (ANALYZE, COSTS OFF)" if analyze else "EXPLAIN"
+    return "\n".join(r[0] for r in await conn.fetch(f"{explain} {sql}", *args))
 
 
 async def test_processor_statements_never_take_the_preview_indexes(pool):

@@ -12,8 +12,10 @@ evaluate one contact from different states, and never deadlock on each other.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -88,15 +90,18 @@ WHERE tenant_id = $1 AND external_userid = ANY($2::text[]) AND event_type = ANY(
 """
 
 # The same facts with their item lines as parallel arrays (one row per fact, no second query).
+# Lines come inline (migration 0012); only facts written before it look them up, one by one: the
+# condition on f.lines is a one-time filter, so for the others the lookup never runs.
 SELECT_FACTS_WITH_LINES = """
 SELECT f.external_userid, f.event_type, f.event_key, f.day, f.channel, f.store_id, f.state, f.kind,
-       f.campaign_id, f.amount, l.categories, l.skus, l.amounts
+       f.campaign_id, f.amount, l.categories, l.skus, l.amounts, f.lines::text
 FROM profile_facts f
 LEFT JOIN LATERAL (
     SELECT array_agg(category ORDER BY line_no) AS categories, array_agg(sku ORDER BY line_no) AS skus,
            array_agg(amount ORDER BY line_no) AS amounts
     FROM profile_fact_lines
-    WHERE tenant_id = f.tenant_id AND event_type = f.event_type AND event_key = f.event_key
+    WHERE f.lines IS NULL
+      AND tenant_id = f.tenant_id AND event_type = f.event_type AND event_key = f.event_key
 ) l ON true
 WHERE f.tenant_id = $1 AND f.external_userid = ANY($2::text[]) AND f.event_type = ANY($3::text[])
 """
@@ -105,9 +110,10 @@ WHERE f.tenant_id = $1 AND f.external_userid = ANY($2::text[]) AND f.event_type 
 # facts that are new: a re-sent order (another event_id, same order_id) adds nothing.
 INSERT_FACTS = """
 INSERT INTO profile_facts (tenant_id, event_type, event_key, external_userid, day, channel, store_id,
-                           state, kind, campaign_id, amount)
-SELECT $1, x.* FROM unnest($2::text[], $3::text[], $4::text[], $5::date[], $6::text[], $7::text[],
-                           $8::text[], $9::text[], $10::text[], $11::numeric[]) AS x
+                           state, kind, campaign_id, amount, lines)
+SELECT $1, x.t, x.k, x.e, x.d, x.c, x.s, x.st, x.kd, x.cp, x.a, x.l::jsonb
+FROM unnest($2::text[], $3::text[], $4::text[], $5::date[], $6::text[], $7::text[], $8::text[],
+            $9::text[], $10::text[], $11::numeric[], $12::text[]) AS x(t, k, e, d, c, s, st, kd, cp, a, l)
 ON CONFLICT (tenant_id, event_type, event_key) DO NOTHING
 RETURNING event_type, event_key
 """
@@ -238,8 +244,13 @@ async def load_facts(
             out[r[0]].append(Fact(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]))
         return out
     for r in await conn.fetch(SELECT_FACTS_WITH_LINES, tenant_id, keys, kinds):
-        categories = r[10]
-        items = tuple(map(FactLine, categories, r[11], r[12])) if categories is not None else ()
+        inline = r[13]
+        if inline is not None:
+            items = tuple(FactLine(c, s, Decimal(a)) for c, s, a in json.loads(inline))
+        elif (categories := r[10]) is not None:
+            items = tuple(map(FactLine, categories, r[11], r[12]))
+        else:
+            items = ()
         out[r[0]].append(Fact(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], items))
     return out
 
@@ -254,7 +265,7 @@ async def insert_facts(
         first.setdefault((fact.event_type, fact.key), (euid, fact))
     if not first:
         return []
-    cols: list[list[Any]] = [[] for _ in range(10)]
+    cols: list[list[Any]] = [[] for _ in range(11)]
     for euid, f in first.values():
         for col, value in zip(cols, fact_columns(euid, f), strict=True):
             col.append(value)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tag_svc.segments.profile import Fact, Profile
@@ -31,8 +32,8 @@ ON CONFLICT (tenant_id, external_userid) DO UPDATE SET
 # A fact is immutable once recorded: its natural key makes a redelivered or re-sent event a no-op.
 INSERT_FACT = """
 INSERT INTO profile_facts (tenant_id, event_type, event_key, external_userid, day, channel, store_id,
-                           state, kind, campaign_id, amount)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                           state, kind, campaign_id, amount, lines)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::text::jsonb)
 ON CONFLICT (tenant_id, event_type, event_key) DO NOTHING
 """
 
@@ -75,7 +76,13 @@ def fact_columns(external_userid: str, f: Fact) -> tuple[Any, ...]:
         f.kind,
         f.campaign_id,
         f.amount,
+        lines_json(f),
     )
+
+
+def lines_json(f: Fact) -> str:
+    """The fact's item lines as ``profile_facts.lines`` holds them (migration 0012)."""
+    return json.dumps([[line.category, line.sku, str(line.amount)] for line in f.lines], ensure_ascii=False)
 
 
 def fact_args(profile: Profile) -> list[tuple[Any, ...]]:
