@@ -15,7 +15,7 @@ this benchmark runs alone). ``BENCH_SEG_EVENTS`` sets ``EVENTS`` (a quick run).
 Latency: the processor and the relay keep running on a fresh topic, the segments API runs as its
 own process (as deployed, apart from the worker), background orders (encoded before the run, as
 another system would send them) arrive at ``LATENCY_RATE`` events/s (then again at
-``BUSY_RATE``, half of what one process sustains), and
+``BUSY_RATE``, a third to a half of what one process sustains), and
 ``PROBES`` times a new contact places its first order: the time from just before producing it
 until ``GET /v1/segments/{id}/members`` lists the contact (polled every ``POLL_S``). Figures: p50,
 p99, max.
@@ -68,7 +68,7 @@ CONTACTS = 15_000
 PARTITIONS = 6
 TENANT = "bench-segments"
 LATENCY_RATE = 500
-BUSY_RATE = 1000  # half of what one process sustains here: the latency under real load
+BUSY_RATE = 1000  # a third to a half of what one process sustains here: the latency under real load
 PROBES = 200
 BACKGROUND_S = 60  # seconds of background orders encoded before a latency run (26 s and 40 s here)
 POLL_S = 0.02

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter, Histogram
 
 from scrm_shared.db.outbox import enqueue_events
+from scrm_shared.kafka.consumer import Consumed
 from tag_svc.processor.encode import segment_changed_events
 from tag_svc.processor.fact_cache import BatchFacts
 from tag_svc.processor.model import (
@@ -29,13 +31,23 @@ from tag_svc.processor.model import (
     assess,
     diff,
     size_deltas,
+    start_of_day,
 )
 from tag_svc.processor.store import Conn
 from tag_svc.processor.store import members as store
 from tag_svc.processor.store import profiles as profile_store
 from tag_svc.segments import Profile
 
-__all__ = ["APPLY_DELAY", "SOURCE", "TOPIC", "Touch", "publish", "reevaluate"]
+__all__ = [
+    "APPLY_DELAY",
+    "SOURCE",
+    "TOPIC",
+    "Touch",
+    "observe_event_delays",
+    "observe_time_delays",
+    "publish",
+    "reevaluate",
+]
 
 TOPIC = "segment-changed"
 SOURCE = "tag-svc"
@@ -58,6 +70,23 @@ APPLY_DELAY = Histogram(
     ["cause"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86400.0),
 )
+
+
+def observe_event_delays(items: Sequence[Consumed], committed_at: float) -> None:
+    """How long after reaching Kafka each event's effects committed (wall clock, as the
+    records' timestamps; a redelivered event counts until the commit that confirmed it)."""
+    delays = APPLY_DELAY.labels("event")
+    for item in items:
+        if item.timestamp_ms is not None:
+            delays.observe(max(committed_at - item.timestamp_ms / 1000, 0.0))
+
+
+def observe_time_delays(due_days: Iterable[date], tz: ZoneInfo, committed_at: datetime) -> None:
+    """How long after the midnight (in ``tz``) each contact's next change was due its
+    re-evaluation committed: within the schedule's interval, unless it fell behind."""
+    delays = APPLY_DELAY.labels("time")
+    for day in due_days:
+        delays.observe(max((committed_at - start_of_day(day, tz)).total_seconds(), 0.0))
 
 
 @dataclass(frozen=True, slots=True)

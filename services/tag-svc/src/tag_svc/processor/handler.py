@@ -44,7 +44,7 @@ from scrm_shared.service.worker import BackgroundTask, WorkerDeps
 from tag_svc.config import TagSettings
 from tag_svc.processor import identity
 from tag_svc.processor.changes import BatchChanges, apply_attributes, collect
-from tag_svc.processor.evaluate import APPLY_DELAY, Touch, publish, reevaluate
+from tag_svc.processor.evaluate import Touch, observe_event_delays, publish, reevaluate
 from tag_svc.processor.fact_cache import BatchFacts, FactCache
 from tag_svc.processor.model import Cause, Clock, TenantView, exits, utc_now
 from tag_svc.processor.store import Conn
@@ -109,7 +109,7 @@ def build_segment_handler(
                 # Committed: what the batch read and wrote of its contacts' facts is the truth now.
                 for read in reads:
                     read.commit()
-                observe_delays(items, time.time())
+                observe_event_delays(items, time.time())
                 return
             except asyncpg.ForeignKeyViolationError:
                 # A segment was deleted while this batch evaluated it; its membership rows cannot
@@ -135,15 +135,6 @@ def build_segment_handler(
                 raise result
 
     return handle
-
-
-def observe_delays(items: Sequence[Consumed], committed_at: float) -> None:
-    """How long after reaching Kafka each event's effects committed (wall clock, as the
-    records' timestamps; a redelivered event counts until the commit that confirmed it)."""
-    delays = APPLY_DELAY.labels("event")
-    for item in items:
-        if item.timestamp_ms is not None:
-            delays.observe(max(committed_at - item.timestamp_ms / 1000, 0.0))
 
 
 def split_lanes(batch: Sequence[Consumed], lanes: int) -> list[list[Consumed]]:

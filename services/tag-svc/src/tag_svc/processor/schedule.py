@@ -22,15 +22,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from prometheus_client import Counter
 
 from scrm_shared.service.worker import BackgroundTask, WorkerDeps
-from tag_svc.processor.evaluate import APPLY_DELAY, Touch, reevaluate
+from tag_svc.processor.evaluate import Touch, observe_time_delays, reevaluate
 from tag_svc.processor.model import Cause, Clock, start_of_day, utc_now
 from tag_svc.processor.store import catalog
 from tag_svc.processor.store import identity as identity_store
@@ -130,7 +129,7 @@ class SegmentScheduler:
             if not still:
                 # What is left is being re-evaluated by someone else right now.
                 return done
-            observe_delays(still.values(), tz, self.clock())
+            observe_time_delays(still.values(), tz, self.clock())
             done += len(still)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -146,14 +145,6 @@ class SegmentScheduler:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
-
-
-def observe_delays(due_days: Iterable[date], tz: ZoneInfo, committed_at: datetime) -> None:
-    """How long after the midnight (in ``tz``) each contact's next change was due its
-    re-evaluation committed: within the interval, unless the schedule fell behind."""
-    delays = APPLY_DELAY.labels("time")
-    for day in due_days:
-        delays.observe(max((committed_at - start_of_day(day, tz)).total_seconds(), 0.0))
 
 
 def segment_schedule_task(
