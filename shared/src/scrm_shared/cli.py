@@ -15,6 +15,10 @@ import typer
 app = typer.Typer(help="SCRM event platform command line", no_args_is_help=True)
 schemas_app = typer.Typer(help="Event JSON Schemas", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
+secrets_app = typer.Typer(
+    help="Keys sealing tenants' secrets at rest (SCRM_SECRETS_KEYS)", no_args_is_help=True
+)
+app.add_typer(secrets_app, name="secrets")
 
 
 @app.command()
@@ -45,6 +49,14 @@ def export_schemas(
 
     for path in export_all(out):
         typer.echo(str(path))
+
+
+@secrets_app.command("new-key")
+def new_secrets_key() -> None:
+    """Print a fresh 32-byte key, base64: put it first in SCRM_SECRETS_KEYS as "<id>:<key>"."""
+    from scrm_shared.secrets import new_key
+
+    typer.echo(new_key())
 
 
 def _load_plugins() -> None:

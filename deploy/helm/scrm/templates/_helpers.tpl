@@ -83,6 +83,11 @@ env:
       secretKeyRef:
         name: {{ include "scrm.secretName" .root }}
         key: {{ .root.Values.secret.jwtSecretKey }}
+  - name: SCRM_SECRETS_KEYS
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "scrm.secretName" .root }}
+        key: {{ .root.Values.secret.secretsKeysKey }}
   - name: SCRM_DATABASE_URL
     valueFrom:
       secretKeyRef:

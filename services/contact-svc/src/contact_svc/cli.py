@@ -82,7 +82,9 @@ async def _run(
     try:
         async with WeComClient(settings.wecom_api_base) as wecom:
             with _ProgressBar(console) as bar:
-                return await reconcile(pool, wecom, tenant, dry_run=dry_run, grace=grace, progress=bar)
+                return await reconcile(
+                    pool, wecom, settings.secret_box, tenant, dry_run=dry_run, grace=grace, progress=bar
+                )
     finally:
         await pool.close()
 

@@ -42,6 +42,7 @@ from scrm_shared.db.pool import advisory_key
 from scrm_shared.events.contacts import ContactUpdated, ContactUpdatedEvent
 from scrm_shared.events.envelope import new_event
 from scrm_shared.events.primitives import ID_MAX_LENGTH
+from scrm_shared.secrets import SecretBox
 from scrm_shared.service import WorkerDeps
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Enricher:
         self,
         pool: asyncpg.Pool,
         wecom: WeComClient,
+        box: SecretBox,
         *,
         source: str = "contact-svc",
         batch_size: int = BATCH_SIZE,
@@ -103,6 +105,7 @@ class Enricher:
     ) -> None:
         self.pool = pool
         self.wecom = wecom
+        self.box = box
         self.source = source
         self.batch_size = batch_size
         self.concurrency = concurrency
@@ -121,7 +124,7 @@ class Enricher:
                 report.leader = False
                 return report
             try:
-                for creds in await store.tenants_with_secret(self.pool):
+                for creds in await store.tenants_with_secret(self.pool, self.box):
                     report.tenants += 1
                     await self._enrich_tenant(creds, report)
             finally:
@@ -292,7 +295,7 @@ async def run_enrichment(deps: WorkerDeps, stop: asyncio.Event) -> None:
         await stop.wait()
         return
     async with WeComClient(settings.wecom_api_base) as wecom:
-        enricher = Enricher(deps.pool, wecom, source=deps.service)
+        enricher = Enricher(deps.pool, wecom, settings.secret_box, source=deps.service)
         while not stop.is_set():
             report = await _pass_until_stopped(enricher, stop)
             if report is None:

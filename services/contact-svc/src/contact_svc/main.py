@@ -11,6 +11,7 @@ from pathlib import Path
 
 from contact_svc.api import ROUTERS
 from contact_svc.config import ContactSettings
+from contact_svc.store.wecom import SEALED
 from contact_svc.stream import BACKGROUND, TOPICS, build_handler
 from scrm_shared.service import ServiceSpec
 from scrm_shared.service.cli import service_cli
@@ -20,6 +21,7 @@ SPEC = ServiceSpec(
     schema="contact",
     migrations=Path(__file__).resolve().parents[2] / "migrations",
     routers=ROUTERS,
+    sealed=SEALED,
     description="customers, staff, follow relations, WeCom callback, identity resolution, erasure",
 )
 

@@ -37,6 +37,7 @@ from contact_svc.wecom.client import ContactByUser, WeComClient, WeComError
 from scrm_shared.db.outbox import enqueue_event
 from scrm_shared.events.contacts import FriendAdded, FriendAddedEvent, FriendDeleted, FriendDeletedEvent
 from scrm_shared.events.envelope import new_event
+from scrm_shared.secrets import SecretBox
 
 __all__ = ["Drift", "ReconcileError", "StaffDrift", "reconcile"]
 
@@ -127,6 +128,7 @@ class _NoProgress:
 async def reconcile(
     pool: asyncpg.Pool,
     wecom: WeComClient,
+    box: SecretBox,
     tenant_id: str,
     *,
     dry_run: bool = False,
@@ -142,7 +144,7 @@ async def reconcile(
     :class:`StaffDrift` and the others carry on.
     """
     progress = progress or _NoProgress()
-    creds = await store.credentials(pool, tenant_id)
+    creds = await store.credentials(pool, box, tenant_id)
     if creds is None:
         raise ReconcileError(f"tenant {tenant_id!r} has no WeCom app secret configured")
     corp = wecom.corp(creds.corp_id, creds.secret)

@@ -25,7 +25,9 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from contact_svc.config import ContactSettings
 from contact_svc.main import SPEC
+from contact_svc.store import wecom as wecom_store
 from contact_svc.wecom.standin import Corp, Directory, StandInServer
 from scrm_shared.db.migrations import migrate_service
 from scrm_shared.events import (
@@ -42,10 +44,6 @@ from scrm_shared.testing.plugin import read_topic, wait_for
 WECOM_SECRET = "app-secret-1"
 """The app secret of every corp ``wecom_corp`` adds to the stand-in."""
 
-INSERT_WECOM_CONFIG = """
-INSERT INTO wecom_config (tenant_id, corp_id, token, encoding_aes_key, secret)
-VALUES ($1, $2, 'tok', repeat('a', 43), $3)
-"""
 SELECT_UNSENT = "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
 
 
@@ -228,7 +226,18 @@ def wecom_corp(standin: StandInServer, pg_pool: asyncpg.Pool) -> Callable[..., A
 
     async def make(tenant: str, stored_secret: str = WECOM_SECRET) -> Corp:
         corp = standin.directory.add_corp(f"ww-{tenant}", WECOM_SECRET)
-        await pg_pool.execute(INSERT_WECOM_CONFIG, tenant, corp.corp_id, stored_secret)
+        await wecom_store.upsert_config(
+            pg_pool,
+            ContactSettings().secret_box,
+            tenant_id=tenant,
+            corp_id=corp.corp_id,
+            token="tok",
+            encoding_aes_key="a" * 43,
+            agent_id=None,
+            secret=stored_secret,
+            set_agent_id=False,
+            set_secret=True,
+        )
         return corp
 
     return make

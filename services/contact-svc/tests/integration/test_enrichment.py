@@ -22,6 +22,7 @@ from scrm_shared.testing.plugin import wait_for
 
 pytestmark = pytest.mark.integration
 
+BOX = ContactSettings().secret_box
 INSERT_CONTACT = "INSERT INTO contacts (tenant_id, external_userid, status) VALUES ($1, $2, $3)"
 SELECT_ENRICHED = "SELECT external_userid, enriched_at IS NOT NULL AS done FROM contacts WHERE tenant_id = $1"
 SELECT_PROFILE = (
@@ -151,7 +152,7 @@ async def test_a_tenant_with_a_wrong_secret_does_not_hold_up_the_others(
     await migrated.execute(INSERT_CONTACT, other, "wm-2", "active")
 
     async with WeComClient(standin.base_url, retry=RetryPolicy(base_delay=0.001)) as wecom:
-        report = await Enricher(migrated, wecom).run_once()
+        report = await Enricher(migrated, wecom, BOX).run_once()
 
     assert report.tenants_deferred == [other]
     assert report.outcomes == {"published": 1}
@@ -171,7 +172,7 @@ async def test_throttling_beyond_the_retries_defers_the_tenant(
     standin.directory.fail_next("externalcontact/get", 45009, times=100)
 
     async with WeComClient(standin.base_url, retry=RetryPolicy(attempts=2, base_delay=0.001)) as wecom:
-        enricher = Enricher(migrated, wecom, concurrency=1)
+        enricher = Enricher(migrated, wecom, BOX, concurrency=1)
         report = await enricher.run_once()
         assert report.tenants_deferred == [tenant]
         assert standin.directory.calls["externalcontact/get"] == 2  # one contact's tries, then stop
@@ -191,7 +192,7 @@ async def test_contact_erased_meanwhile_is_not_published(
     await migrated.execute(INSERT_CONTACT, tenant, "wm-x", "erased")
 
     async with WeComClient(standin.base_url) as wecom:
-        outcome = await Enricher(migrated, wecom).enrich_contact(
+        outcome = await Enricher(migrated, wecom, BOX).enrich_contact(
             wecom.corp(corp.corp_id, corp.secret), tenant, "wm-x"
         )
 
@@ -214,9 +215,9 @@ async def test_only_one_process_enriches_at_a_time(
     async with migrated.acquire() as other_process, WeComClient(standin.base_url) as wecom:
         key = advisory_key("contact-enrichment", pg_schema)
         assert await other_process.fetchval("SELECT pg_try_advisory_lock($1)", key)
-        report = await Enricher(migrated, wecom).run_once()
+        report = await Enricher(migrated, wecom, BOX).run_once()
         assert not report.leader and report.handled == 0
         await other_process.fetchval("SELECT pg_advisory_unlock($1)", key)
 
-        report = await Enricher(migrated, wecom).run_once()
+        report = await Enricher(migrated, wecom, BOX).run_once()
     assert report.leader and report.outcomes == {"published": 1}

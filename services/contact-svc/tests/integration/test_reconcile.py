@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 OLD = NOW - timedelta(days=1)
+BOX = ContactSettings().secret_box
 
 INSERT_STAFF = "INSERT INTO staff (tenant_id, staff_id) VALUES ($1, $2)"
 INSERT_FOLLOW = """
@@ -123,7 +124,7 @@ async def test_dry_run_reports_the_drift_and_publishes_nothing(
 ) -> None:
     await drifted_tenant()
 
-    drift = await reconcile(migrated, wecom, tenant, dry_run=True, now=NOW)
+    drift = await reconcile(migrated, wecom, BOX, tenant, dry_run=True, now=NOW)
 
     staff = by_staff(drift)
     assert list(staff) == ["guide-1", "guide-2", "guide-3"]
@@ -162,7 +163,7 @@ async def test_reconcile_repairs_the_drift_through_the_event_path(
 ) -> None:
     await drifted_tenant()
 
-    drift = await reconcile(pg_pool, wecom, tenant, now=NOW)
+    drift = await reconcile(pg_pool, wecom, BOX, tenant, now=NOW)
 
     assert drift.published == 3
     # The worker's relay publishes the outbox; its consume loop applies the events.
@@ -205,7 +206,7 @@ async def test_reconcile_repairs_the_drift_through_the_event_path(
     assert follows[("wm-7", "guide-3")]["status"] == "active"  # its staff member could not be checked
 
     # Once applied, the same comparison finds nothing left to repair.
-    again = await reconcile(pg_pool, wecom, tenant, dry_run=True, now=NOW)
+    again = await reconcile(pg_pool, wecom, BOX, tenant, dry_run=True, now=NOW)
     assert (again.missing_here, again.gone_on_wecom) == (0, 0)
 
 
@@ -214,9 +215,9 @@ async def test_a_second_run_before_the_worker_caught_up_repeats_the_same_event_i
 ) -> None:
     await drifted_tenant()
 
-    await reconcile(migrated, wecom, tenant, now=NOW)
+    await reconcile(migrated, wecom, BOX, tenant, now=NOW)
     first = await migrated.fetch(SELECT_OUTBOX)
-    await reconcile(migrated, wecom, tenant, now=NOW + timedelta(minutes=1))
+    await reconcile(migrated, wecom, BOX, tenant, now=NOW + timedelta(minutes=1))
     both = await migrated.fetch(SELECT_OUTBOX)
 
     assert len(first) == 3
@@ -239,7 +240,7 @@ async def test_pages_of_a_busy_staff_member_are_all_compared(
         await migrated.execute(INSERT_FOLLOW, tenant, f"wm-{i:03d}", "guide-1", "active", OLD)
     standin.directory.fail_next("externalcontact/batch/get_by_user", 45009)  # throttled once
 
-    drift = await reconcile(migrated, wecom, tenant, dry_run=True, now=NOW)
+    drift = await reconcile(migrated, wecom, BOX, tenant, dry_run=True, now=NOW)
 
     (staff,) = drift.staff
     assert (staff.on_wecom, staff.active_here, len(staff.missing_here), len(staff.gone_on_wecom)) == (
@@ -255,7 +256,7 @@ async def test_a_tenant_without_a_secret_cannot_be_reconciled(
     migrated: asyncpg.Pool, wecom: WeComClient, tenant: str
 ) -> None:
     with pytest.raises(ReconcileError):
-        await reconcile(migrated, wecom, tenant)
+        await reconcile(migrated, wecom, BOX, tenant)
 
 
 async def test_refused_credentials_stop_the_run(
@@ -265,7 +266,7 @@ async def test_refused_credentials_stop_the_run(
     standin.directory.corps[f"ww-{tenant}"].secret = "rotated-on-wecom"
 
     with pytest.raises(WeComError) as caught:
-        await reconcile(migrated, wecom, tenant)
+        await reconcile(migrated, wecom, BOX, tenant)
 
     assert caught.value.errcode == 40001
     assert await migrated.fetch(SELECT_OUTBOX) == []

@@ -7,6 +7,8 @@ import uuid
 import httpx
 import pytest
 
+from contact_svc.store import wecom as wecom_store
+
 pytestmark = pytest.mark.integration
 
 KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
@@ -149,3 +151,26 @@ async def test_openapi_documents_the_routes(client: httpx.AsyncClient):
     assert {"get", "post"} <= set(spec["paths"]["/wecom/callback/{tenant_id}"])
     schema = spec["components"]["schemas"]["WeComConfigOut"]["properties"]
     assert not {"token", "encoding_aes_key", "secret"} & set(schema)
+
+
+async def test_the_secrets_are_stored_sealed(client: httpx.AsyncClient, auth, tenant: str, contact_app):
+    """Token, EncodingAESKey and app secret never reach PostgreSQL readable (scrm_shared.secrets);
+    the API still uses them (the settings echo, a token-only update keeps the secret)."""
+    assert (
+        await client.put("/v1/wecom/config", json=VALID, headers=auth(tenant, "admin"))
+    ).status_code == 200
+    pool = contact_app.state.pool
+    row = await pool.fetchrow(
+        "SELECT token, encoding_aes_key, secret FROM wecom_config WHERE tenant_id = $1", tenant
+    )
+    for column, plain in (("token", TOKEN), ("encoding_aes_key", KEY), ("secret", SECRET)):
+        assert row[column].startswith("sealed:v1:dev:") and plain not in row[column], column
+    # Rotating the token alone leaves the sealed secret as it was, and it still opens.
+    rotated = {k: v for k, v in VALID.items() if k != "secret"} | {"token": "NewTok1"}
+    assert (
+        await client.put("/v1/wecom/config", json=rotated, headers=auth(tenant, "admin"))
+    ).status_code == 200
+    after = await pool.fetchrow("SELECT token, secret FROM wecom_config WHERE tenant_id = $1", tenant)
+    assert after["secret"] == row["secret"] and after["token"] != row["token"]
+    stored = await wecom_store.get_config(pool, contact_app.state.settings.secret_box, tenant)
+    assert stored is not None and (stored.token, stored.secret) == ("NewTok1", SECRET)

@@ -15,12 +15,14 @@ from scrm_shared.service.cli import service_cli
 from tag_svc.api import ROUTERS
 from tag_svc.config import TagSettings
 from tag_svc.stream import BACKGROUND, TOPICS, build_faust, build_handler
+from tag_svc.tags.store.wecom import SEALED
 
 SPEC = ServiceSpec(
     name="tag-svc",
     schema="tag",
     migrations=Path(__file__).resolve().parents[2] / "migrations",
     routers=ROUTERS,
+    sealed=SEALED,
     description="tag groups and tags, rule-based tagging, live segment membership",
 )
 

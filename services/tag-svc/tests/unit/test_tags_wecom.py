@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from scrm_shared.secrets import SealedColumn, SecretBox, new_key
 from tag_svc.config import TagSettings
 from tag_svc.tags.wecom import (
     NO_CREDENTIALS,
@@ -25,6 +26,7 @@ from tag_svc.tags.wecom import (
 
 BASE = "https://wecom.test/cgi-bin"
 SECRET = "s3cret-value"
+BOX = TagSettings().secret_box
 
 
 class FakePool:
@@ -79,7 +81,7 @@ class FakeWeCom:
 def adapter(wecom: FakeWeCom, creds: dict[str, tuple[str, str]] | None = None) -> HttpAdapter:
     http = httpx.AsyncClient(transport=httpx.MockTransport(wecom))
     pool = FakePool({"acme": ("ww-acme", SECRET)} if creds is None else creds)
-    return HttpAdapter(http, BASE, CredentialTokenProvider(pool, http, BASE))  # type: ignore[arg-type]
+    return HttpAdapter(http, BASE, CredentialTokenProvider(pool, BOX, http, BASE))  # type: ignore[arg-type]
 
 
 async def test_mark_tag_sends_wecoms_fields_with_a_cached_token():
@@ -141,18 +143,31 @@ async def test_missing_or_refused_credentials():
     assert wecom.marks == []
 
 
+async def test_a_secret_no_key_opens_counts_as_no_credentials():
+    wecom = FakeWeCom()
+    lost = SealedColumn("wecom_credentials", "secret").seal(
+        SecretBox.from_setting(f"k0:{new_key()}"), "acme", SECRET
+    )
+    with pytest.raises(WeComTagError) as caught:
+        await adapter(wecom, creds={"acme": ("ww-acme", lost)}).mark_tag(
+            "acme", "s1", "wm-1", add_tag=["etA"]
+        )
+    assert caught.value.errcode == NO_CREDENTIALS and caught.value.retryable
+    assert wecom.requests == []  # WeCom never saw the sealed value
+
+
 async def test_transport_failures_and_server_errors_are_retryable():
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(down))
-    tokens = CredentialTokenProvider(FakePool({"acme": ("ww", SECRET)}), http, BASE)  # type: ignore[arg-type]
+    tokens = CredentialTokenProvider(FakePool({"acme": ("ww", SECRET)}), BOX, http, BASE)  # type: ignore[arg-type]
     with pytest.raises(WeComTagError) as caught:
         await HttpAdapter(http, BASE, tokens).mark_tag("acme", "s1", "wm-1", add_tag=["etA"])
     assert caught.value.retryable
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(502, text="bad gateway")))
-    tokens = CredentialTokenProvider(FakePool({"acme": ("ww", SECRET)}), http, BASE)  # type: ignore[arg-type]
+    tokens = CredentialTokenProvider(FakePool({"acme": ("ww", SECRET)}), BOX, http, BASE)  # type: ignore[arg-type]
     with pytest.raises(WeComTagError) as caught:
         await HttpAdapter(http, BASE, tokens).mark_tag("acme", "s1", "wm-1", add_tag=["etA"])
     assert caught.value.retryable
@@ -253,7 +268,10 @@ async def test_recording_adapter_records_and_fails_on_request():
 
 async def test_settings_choose_the_adapter():
     assert TagSettings().effective_wecom_adapter == "recording"
-    assert TagSettings(env="prod", jwt_secret="x" * 32).effective_wecom_adapter == "http"
+    assert (
+        TagSettings(env="prod", jwt_secret="x" * 32, secrets_keys=f"k1:{new_key()}").effective_wecom_adapter
+        == "http"
+    )
     async with open_adapter(TagSettings(), FakePool({})) as chosen:  # type: ignore[arg-type]
         assert isinstance(chosen, RecordingAdapter)
     settings = TagSettings(tag_wecom_adapter="http")

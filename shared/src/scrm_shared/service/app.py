@@ -14,18 +14,21 @@ from fastapi.responses import JSONResponse, Response
 
 from scrm_shared import problems, telemetry
 from scrm_shared.db.outbox import OutboxRelay
+from scrm_shared.secrets import SealedColumn, reseal
 from scrm_shared.service.infra import database_ready, kafka_ready, start_infra
 from scrm_shared.service.settings import ServiceSettings
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """What makes one service: its name, schema, migrations and routes."""
+    """What makes one service: its name, schema, migrations and routes, and the columns where it
+    keeps tenants' secrets sealed (re-sealed with the current key at start-up)."""
 
     name: str
     schema: str
     migrations: Path
     routers: Sequence[APIRouter] = field(default_factory=tuple)
+    sealed: Sequence[SealedColumn] = field(default_factory=tuple)
     description: str = ""
     version: str = "0.1.0"
 
@@ -41,6 +44,9 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         )
         app.state.pool = infra.pool
         app.state.producer = infra.producer
+        if spec.sealed:
+            async with infra.pool.acquire() as conn, conn.transaction():
+                await reseal(conn, settings.secret_box, spec.sealed)
         stop = asyncio.Event()
         relay = OutboxRelay(infra.pool, infra.producer, service=spec.name)
         relay_task = asyncio.create_task(relay.run(stop), name=f"{spec.name}-outbox-relay")

@@ -46,6 +46,7 @@ from scrm_shared.auth import AdminOnly, AdminOrOperator
 from scrm_shared.db.outbox import enqueue_event
 from scrm_shared.events.primitives import TENANT_PATTERN
 from scrm_shared.problems import Problem
+from scrm_shared.secrets import SecretBox
 
 __all__ = ["CALLBACKS", "WeComConfigIn", "WeComConfigOut", "callback_router", "config_router"]
 
@@ -186,7 +187,7 @@ def _interpret(
 
 async def _tenant_crypto(request: Request, tenant_id: str, conn: store.Executor | None = None) -> WeComCrypto:
     _check_tenant_slug(request, tenant_id)
-    config = await store.get_config(conn or _pool(request), tenant_id)
+    config = await store.get_config(conn or _pool(request), _box(request), tenant_id)
     if config is None:
         raise _refuse(request, tenant_id, "unknown-tenant", "no WeCom callback is configured for this tenant")
     return WeComCrypto.from_settings(config.token, config.encoding_aes_key, config.corp_id)
@@ -260,6 +261,10 @@ def _count(request: Request, outcome: str) -> None:
 
 def _pool(request: Request) -> asyncpg.Pool:
     return request.app.state.pool  # type: ignore[no-any-return]
+
+
+def _box(request: Request) -> SecretBox:
+    return request.app.state.settings.secret_box  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +352,7 @@ async def put_config(request: Request, body: WeComConfigIn, principal: AdminOnly
     sent = body.model_fields_set
     stored = await store.upsert_config(
         _pool(request),
+        _box(request),
         tenant_id=principal.tenant_id,
         corp_id=body.corp_id,
         token=body.token,
@@ -363,7 +369,7 @@ async def put_config(request: Request, body: WeComConfigIn, principal: AdminOnly
 @config_router.get("/config", response_model=WeComConfigOut, summary="The tenant's WeCom settings")
 async def get_config(request: Request, principal: AdminOrOperator) -> WeComConfigOut:
     """The caller's tenant's WeCom settings, secrets left out (admin or operator)."""
-    stored = await store.get_config(_pool(request), principal.tenant_id)
+    stored = await store.get_config(_pool(request), _box(request), principal.tenant_id)
     if stored is None:
         raise Problem(
             404,

@@ -7,11 +7,17 @@ service schema (see :func:`scrm_shared.db.pool.create_pool`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+
+from contact_svc.store.wecom import SECRET
+from scrm_shared.secrets import SealedError, SecretBox
+
+log = logging.getLogger(__name__)
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 Executor = asyncpg.Pool | Connection
@@ -110,18 +116,26 @@ class LocalFollow:
     last_event_at: datetime
 
 
-async def tenants_with_secret(db: Executor) -> list[Credentials]:
-    """Every tenant whose WeCom settings include an app secret."""
-    rows = await db.fetch(SELECT_ENRICHABLE_TENANTS)
-    return [Credentials(r["tenant_id"], r["corp_id"], r["secret"]) for r in rows]
+async def tenants_with_secret(db: Executor, box: SecretBox) -> list[Credentials]:
+    """Every tenant whose WeCom settings include an app secret the key ring opens (one that it
+    does not open is logged and left out: the other tenants' enrichment goes on)."""
+    found = []
+    for r in await db.fetch(SELECT_ENRICHABLE_TENANTS):
+        try:
+            found.append(
+                Credentials(r["tenant_id"], r["corp_id"], SECRET.open(box, r["tenant_id"], r["secret"]))
+            )
+        except SealedError as exc:
+            log.error("wecom secret cannot be opened: %s", exc, extra={"tenant_id": r["tenant_id"]})
+    return found
 
 
-async def credentials(db: Executor, tenant_id: str) -> Credentials | None:
+async def credentials(db: Executor, box: SecretBox, tenant_id: str) -> Credentials | None:
     """The tenant's WeCom credentials; ``None`` without settings or without a secret."""
     row = await db.fetchrow(SELECT_CREDENTIALS, tenant_id)
     if row is None or not row["secret"]:
         return None
-    return Credentials(row["tenant_id"], row["corp_id"], row["secret"])
+    return Credentials(row["tenant_id"], row["corp_id"], SECRET.open(box, tenant_id, row["secret"]))
 
 
 async def contacts_to_enrich(db: Executor, tenant_id: str, limit: int) -> list[str]:

@@ -1,18 +1,24 @@
 """SQL of the WeCom side: each tenant's callback settings and the callback archive.
 
 Every statement is a named constant with ``$n`` parameters; functions take a connection (or a
-pool) so callers decide the transaction.
+pool) so callers decide the transaction. The Token, EncodingAESKey and app secret are stored
+sealed (:mod:`scrm_shared.secrets`): functions take the key ring and hand out opened values.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from scrm_shared.secrets import SealedColumn, SecretBox
+
 __all__ = [
+    "SEALED",
     "ArchivedCallback",
     "StoredConfig",
     "archive_callback",
@@ -20,6 +26,12 @@ __all__ = [
     "get_config",
     "upsert_config",
 ]
+
+TOKEN = SealedColumn("wecom_config", "token")
+ENCODING_AES_KEY = SealedColumn("wecom_config", "encoding_aes_key")
+SECRET = SealedColumn("wecom_config", "secret")
+SEALED = (TOKEN, ENCODING_AES_KEY, SECRET)
+"""What start-up re-seals with the current key."""
 
 SELECT_CONFIG = """
 SELECT tenant_id, corp_id, token, encoding_aes_key, agent_id, secret, updated_at
@@ -63,11 +75,26 @@ class StoredConfig:
 
     tenant_id: str
     corp_id: str
-    token: str
-    encoding_aes_key: str
+    token: str = field(repr=False)
+    encoding_aes_key: str = field(repr=False)
     agent_id: str | None
-    secret: str | None
+    secret: str | None = field(repr=False)
     updated_at: datetime
+
+    @classmethod
+    def opened(cls, box: SecretBox, row: Mapping[str, Any]) -> StoredConfig:
+        """The settings of a stored row, secrets opened (:class:`~scrm_shared.secrets.SealedError`
+        when no key of the ring opens one)."""
+        tenant_id = row["tenant_id"]
+        return cls(
+            tenant_id=tenant_id,
+            corp_id=row["corp_id"],
+            token=TOKEN.open(box, tenant_id, row["token"]),
+            encoding_aes_key=ENCODING_AES_KEY.open(box, tenant_id, row["encoding_aes_key"]),
+            agent_id=row["agent_id"],
+            secret=SECRET.open_optional(box, tenant_id, row["secret"]),
+            updated_at=row["updated_at"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +110,15 @@ class ArchivedCallback:
     payload: str
 
 
-async def get_config(conn: Executor, tenant_id: str) -> StoredConfig | None:
+async def get_config(conn: Executor, box: SecretBox, tenant_id: str) -> StoredConfig | None:
     """The tenant's WeCom settings, or ``None`` when none were configured."""
     row = await conn.fetchrow(SELECT_CONFIG, tenant_id)
-    return StoredConfig(**dict(row)) if row is not None else None
+    return StoredConfig.opened(box, row) if row is not None else None
 
 
 async def upsert_config(
     conn: Executor,
+    box: SecretBox,
     *,
     tenant_id: str,
     corp_id: str,
@@ -106,14 +134,14 @@ async def upsert_config(
         UPSERT_CONFIG,
         tenant_id,
         corp_id,
-        token,
-        encoding_aes_key,
+        TOKEN.seal(box, tenant_id, token),
+        ENCODING_AES_KEY.seal(box, tenant_id, encoding_aes_key),
         agent_id,
-        secret,
+        None if secret is None else SECRET.seal(box, tenant_id, secret),
         set_agent_id,
         set_secret,
     )
-    return StoredConfig(**dict(row))
+    return StoredConfig.opened(box, row)
 
 
 async def archive_callback(conn: Executor, callback: ArchivedCallback) -> bool:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from scrm_shared.auth import AdminOnly, AdminOrOperator
 from scrm_shared.problems import Problem
-from tag_svc.api.deps import Pool, get_settings
+from tag_svc.api.deps import Pool, Settings, get_settings
 from tag_svc.schemas import (
     CorpTagSyncIssue,
     CorpTagSyncReport,
@@ -51,18 +51,20 @@ def _credentials_missing() -> Problem:
 
 
 @router.put("/credentials", response_model=WeComCredentials, summary="Set the tenant's WeCom API credentials")
-async def put_credentials(body: WeComCredentialsIn, principal: AdminOnly, pool: Pool) -> WeComCredentials:
+async def put_credentials(
+    body: WeComCredentialsIn, principal: AdminOnly, pool: Pool, settings: Settings
+) -> WeComCredentials:
     creds = await store.upsert_credentials(
-        pool, principal.tenant_id, corp_id=body.corp_id, secret=body.secret
+        pool, settings.secret_box, principal.tenant_id, corp_id=body.corp_id, secret=body.secret
     )
     log.info("wecom credentials updated", extra={"tenant_id": principal.tenant_id})
     return _public(creds)
 
 
 @router.get("/credentials", response_model=WeComCredentials, summary="The tenant's WeCom API credentials")
-async def get_credentials(principal: AdminOrOperator, pool: Pool) -> WeComCredentials:
+async def get_credentials(principal: AdminOrOperator, pool: Pool, settings: Settings) -> WeComCredentials:
     """The corp id and when the credentials were set; the secret is never shown."""
-    creds = await store.get_credentials(pool, principal.tenant_id)
+    creds = await store.get_credentials(pool, settings.secret_box, principal.tenant_id)
     if creds is None:
         raise _credentials_missing()
     return _public(creds)

@@ -52,6 +52,7 @@ from typing import Any, Protocol
 import asyncpg
 import httpx
 
+from scrm_shared.secrets import SealedError, SecretBox
 from scrm_shared.telemetry.logs import hide_http_query_strings
 from tag_svc.config import TagSettings
 from tag_svc.tags.corp_tags import (
@@ -282,6 +283,7 @@ class CredentialTokenProvider:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        box: SecretBox,
         http: httpx.AsyncClient,
         api_base: str,
         *,
@@ -290,6 +292,7 @@ class CredentialTokenProvider:
     ) -> None:
         hide_http_query_strings()
         self.pool = pool
+        self.box = box
         self.http = http
         self.api_base = api_base.rstrip("/")
         self.margin = margin
@@ -298,7 +301,13 @@ class CredentialTokenProvider:
         self._current: dict[str, tuple[str, str, str]] = {}
 
     async def access_token(self, tenant_id: str) -> str:
-        creds = await store.get_credentials(self.pool, tenant_id)
+        try:
+            creds = await store.get_credentials(self.pool, self.box, tenant_id)
+        except SealedError as exc:
+            # The key that sealed it is gone from SCRM_SECRETS_KEYS: as good as no credentials
+            # (pushes wait and retry) until the key is back or an admin enters them again.
+            log.error("wecom secret cannot be opened: %s", exc, extra={"tenant_id": tenant_id})
+            creds = None
         if creds is None:
             raise WeComTagError(NO_CREDENTIALS, retryable=True, api=API_GETTOKEN)
         key = (tenant_id, creds.corp_id, hashlib.sha256(creds.secret.encode()).hexdigest()[:16])
@@ -452,7 +461,7 @@ async def open_adapter(settings: TagSettings, pool: asyncpg.Pool) -> AsyncIterat
 async def open_http_adapter(settings: TagSettings, pool: asyncpg.Pool) -> AsyncIterator[HttpAdapter]:
     """WeCom's API over HTTP with each tenant's stored credentials, for the duration of the block."""
     async with httpx.AsyncClient(timeout=settings.tag_wecom_timeout_seconds, follow_redirects=False) as http:
-        tokens = CredentialTokenProvider(pool, http, settings.tag_wecom_api_base)
+        tokens = CredentialTokenProvider(pool, settings.secret_box, http, settings.tag_wecom_api_base)
         yield HttpAdapter(http, settings.tag_wecom_api_base, tokens)
 
 

@@ -8,15 +8,17 @@ here) and ``del_corp_tag`` (linked groups or tags deleted here), which belong to
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
+from scrm_shared.secrets import SealedColumn, SecretBox
 from tag_svc.tags.domain import PushPlan
 from tag_svc.tags.store import Conn, Executor
 
 __all__ = [
+    "SEALED",
     "Credentials",
     "PushKind",
     "QueuedPush",
@@ -101,6 +103,10 @@ WHERE tenant_id = $1 AND id = $2
 """
 
 COUNT_PUSHES = "SELECT status, count(*) AS n FROM wecom_pushes WHERE tenant_id = $1 GROUP BY status"
+
+# The app secret is stored sealed (scrm_shared.secrets); SEALED is what start-up re-seals.
+SECRET = SealedColumn("wecom_credentials", "secret")
+SEALED = (SECRET,)
 
 UPSERT_CREDENTIALS = """
 INSERT INTO wecom_credentials (tenant_id, corp_id, secret, updated_at)
@@ -228,12 +234,25 @@ async def count_pushes(conn: Executor, tenant_id: str) -> dict[str, int]:
     return {r["status"]: r["n"] for r in await conn.fetch(COUNT_PUSHES, tenant_id)}
 
 
-async def upsert_credentials(conn: Executor, tenant_id: str, *, corp_id: str, secret: str) -> Credentials:
-    row = await conn.fetchrow(UPSERT_CREDENTIALS, tenant_id, corp_id, secret)
+async def upsert_credentials(
+    conn: Executor, box: SecretBox, tenant_id: str, *, corp_id: str, secret: str
+) -> Credentials:
+    row = await conn.fetchrow(UPSERT_CREDENTIALS, tenant_id, corp_id, SECRET.seal(box, tenant_id, secret))
     assert row is not None
-    return Credentials(**dict(row))
+    return _credentials(box, row)
 
 
-async def get_credentials(conn: Executor, tenant_id: str) -> Credentials | None:
+async def get_credentials(conn: Executor, box: SecretBox, tenant_id: str) -> Credentials | None:
+    """The tenant's credentials, the secret opened (:class:`~scrm_shared.secrets.SealedError` when
+    no key of the ring opens it)."""
     row = await conn.fetchrow(SELECT_CREDENTIALS, tenant_id)
-    return Credentials(**dict(row)) if row is not None else None
+    return _credentials(box, row) if row is not None else None
+
+
+def _credentials(box: SecretBox, row: Mapping[str, Any]) -> Credentials:
+    return Credentials(
+        tenant_id=row["tenant_id"],
+        corp_id=row["corp_id"],
+        secret=SECRET.open(box, row["tenant_id"], row["secret"]),
+        updated_at=row["updated_at"],
+    )
