@@ -122,9 +122,14 @@ class SecretBox:
         except (binascii.Error, InvalidTag, ValueError) as exc:
             raise SealedError(f"a value sealed with key {kid!r} does not open for {context}") from exc
 
+    @property
+    def current_prefix(self) -> str:
+        """How every value sealed with the sealing key begins."""
+        return f"{PREFIX}{self._current}:"
+
     def is_current(self, stored: str) -> bool:
         """Whether ``stored`` is sealed with the sealing key (nothing to re-seal)."""
-        return stored.startswith(f"{PREFIX}{self._current}:")
+        return stored.startswith(self.current_prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +180,7 @@ async def reseal(db: Executor, box: SecretBox, columns: Iterable[SealedColumn]) 
     for col in columns:
         select, update = col.statements()
         n = 0
-        for row in await db.fetch(select, f"{PREFIX}{box.current}:%"):
+        for row in await db.fetch(select, f"{box.current_prefix}%"):
             try:
                 secret = col.open(box, row["k"], row["v"])
             except SealedError as exc:
